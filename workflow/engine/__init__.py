@@ -1,0 +1,1 @@
+"""The engine core: pure Python, no Django. ``workflow`` re-exports its public names."""

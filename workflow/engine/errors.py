@@ -1,0 +1,89 @@
+"""Errors: ``StepError`` for executors, ``WorkflowError`` subclasses for callers of the engine."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+
+class StepError(Exception):
+    """A step failure with a stable, operator-facing ``code``.
+
+    Raise it (built by ``permanent`` or ``retryable``) from an executor. Any other exception is
+    retryable with code ``unhandled_exception`` and its traceback in ``details``.
+    """
+
+    def __init__(
+        self, code: str, message: str, *, retryable: bool, details: Any = None, cause: BaseException | None = None
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.details = details
+        self.cause = cause
+        if cause is not None:
+            self.__cause__ = cause
+
+
+def _error(code: str, err: BaseException | str | None, retryable: bool, details: Any) -> StepError:
+    if not code:
+        raise ValueError("a step error needs a code")
+    if isinstance(err, BaseException):
+        message = str(err) or type(err).__name__
+        return StepError(code, message, retryable=retryable, details=details, cause=err)
+    return StepError(code, err or code, retryable=retryable, details=details)
+
+
+def permanent(code: str, err: BaseException | str | None = None, *, details: Any = None) -> StepError:
+    """Build a failure that must not be retried automatically (an operator still can)."""
+    return _error(code, err, False, details)
+
+
+def retryable(code: str, err: BaseException | str | None = None, *, details: Any = None) -> StepError:
+    """Build a failure to retry under the step's ``RetryPolicy``."""
+    return _error(code, err, True, details)
+
+
+def format_traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+class WorkflowError(Exception):
+    """Base of every error the engine raises to its callers; nothing was changed."""
+
+
+class UnknownPackage(WorkflowError, LookupError):
+    pass
+
+
+class UnknownKind(WorkflowError, LookupError):
+    pass
+
+
+class InvalidInput(WorkflowError, ValueError):
+    pass
+
+
+class InvalidGraph(WorkflowError, ValueError):
+    """A duplicate step id, a dependency on a missing step, or a cycle."""
+
+
+class RunConflict(WorkflowError):
+    """``start_run`` with an existing run id but another package or input."""
+
+
+class NotFound(WorkflowError, LookupError):
+    pass
+
+
+class InvalidState(WorkflowError):
+    """The action does not apply in the current state (retry a step that is not failed, ...)."""
+
+
+class ConfigurationError(WorkflowError):
+    pass
+
+
+class StoreUnavailable(WorkflowError):
+    """The database could not be reached; the caller backs off and tries again, losing nothing."""

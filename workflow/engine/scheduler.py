@@ -1,0 +1,384 @@
+"""The worker loop: claim under fenced leases, execute on a thread pool, heartbeat, commit.
+
+One thread (the loop) talks to the store; pool threads only run executors. A finished step
+is committed together with the next claim, in one transaction, so a dependent made ready by
+a commit is claimed by the same worker at once, without waiting for a poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from .context import install_log_capture
+from .errors import StoreUnavailable
+from .store import ClaimResult, WorkerInfo
+from .values import ClaimedStep, ClaimRequest, CommitReport, CycleResult, ErrorInfo, Outcome, StepState
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = logging.getLogger("workflow.worker")
+
+_WAKE = object()
+_STOP = object()
+
+
+@dataclass(slots=True)
+class _Running:
+    step: ClaimedStep
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Scheduler:
+    """One worker process's loop. ``run`` until ``stop``; ``cycle`` for a single pass."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        queues: Sequence[str] | None = None,
+        site: str | None = None,
+        max_workers: int | None = None,
+        poll_interval: timedelta | None = None,
+        lease_duration: timedelta | None = None,
+        grace_period: timedelta | None = None,
+        burst: bool = False,
+        max_cycles: int | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        config = runtime.config
+        self.runtime = runtime
+        self.store = runtime.store
+        self.queues = tuple(queues) if queues else None
+        self.site = site or None
+        self.max_workers = max_workers or config.max_workers
+        self.capacity = self.max_workers + (config.prefetch or self.max_workers)
+        self.poll_seconds = (poll_interval or config.poll_interval).total_seconds()
+        self.lease_duration = lease_duration or config.lease_duration
+        self.heartbeat_seconds = min(config.effective_heartbeat, self.lease_duration / 3).total_seconds()
+        self.grace_seconds = (grace_period if grace_period is not None else config.grace_period).total_seconds()
+        self.burst = burst
+        self.max_cycles = max_cycles
+        self.worker_id = worker_id or config.default_worker_id()
+        self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._in_flight: dict[str, _Running] = {}
+        self._stopping = threading.Event()
+        self._abandoning = threading.Event()
+        self.totals = CycleResult()
+
+    # -- control from other threads ------------------------------------------------------
+    def wake(self) -> None:
+        """Wake the loop (a NOTIFY arrived, or a test wants an immediate claim)."""
+        self._done.put(_WAKE)
+
+    def stop(self) -> None:
+        """Stop claiming, let running steps finish within the grace period, hand back the rest."""
+        self._stopping.set()
+        self.wake()
+
+    def abandon(self) -> None:
+        """Hand back running steps now (a second signal)."""
+        self._abandoning.set()
+        self._stopping.set()
+        self.wake()
+
+    # -- one pass, for Runtime.run_once and tests --------------------------------------------
+    def cycle(self) -> CycleResult:
+        result = CycleResult()
+        self._start_pool()
+        try:
+            result.reclaimed = self._reclaim()
+            _, claimed = self._commit_and_claim([], self.max_workers)
+            result.claimed = len(claimed.steps)
+            self._dispatch(claimed.steps)
+            outcomes: list[Outcome] = []
+            next_beat = time.monotonic() + self.heartbeat_seconds
+            while len(outcomes) < len(claimed.steps):
+                outcomes.extend(self._collect(min(self.heartbeat_seconds, 1.0)))
+                if time.monotonic() >= next_beat:
+                    self._heartbeat()
+                    next_beat = time.monotonic() + self.heartbeat_seconds
+            report, _ = self._commit_and_claim(outcomes, 0)
+            result.add(report)
+        finally:
+            self._stop_pool()
+        return result
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> CycleResult:
+        install_log_capture()
+        self.runtime.ensure_queues()
+        self._start_pool()
+        self._call_store(
+            lambda: self.store.register_worker(
+                WorkerInfo(
+                    worker_id=self.worker_id,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    queues=self.queues,
+                    site=self.site,
+                    max_workers=self.max_workers,
+                ),
+                self.runtime.clock(),
+            )
+        )
+        log.info("worker started worker=%s max_workers=%d queues=%s site=%s", self.worker_id, self.max_workers,
+                 ",".join(self.queues) if self.queues else "*", self.site or "-")
+        outcomes: list[Outcome] = []
+        wake_in: float | None = 0.0
+        cycles = 0
+        next_reclaim = next_beat = next_check = 0.0
+        stop_deadline: float | None = None
+        failures = 0
+        try:
+            while True:
+                free = self.capacity - len(self._in_flight)
+                if not outcomes:
+                    timeout = self.poll_seconds if wake_in is None else min(max(wake_in, 0.0), self.poll_seconds)
+                    if free <= 0 or self._stopping.is_set():
+                        timeout = min(self.poll_seconds, 0.5)
+                    outcomes.extend(self._collect(timeout))
+                else:
+                    outcomes.extend(self._collect(0))
+                if self._abandoning.is_set():
+                    break
+                clock = time.monotonic()
+                if self._stopping.is_set() and stop_deadline is None:
+                    stop_deadline = clock + self.grace_seconds
+                    log.info("worker stopping worker=%s running=%d grace=%.0fs", self.worker_id,
+                             len(self._in_flight), self.grace_seconds)
+                if clock >= next_reclaim:
+                    self.totals.reclaimed += self._reclaim()
+                    next_reclaim = clock + min(self.heartbeat_seconds, 5.0)
+                if clock >= next_beat:
+                    self._heartbeat()
+                    next_beat = clock + self.heartbeat_seconds
+                elif self._in_flight and clock >= next_check:
+                    self._check_cancellations()
+                    next_check = clock + min(1.0, self.heartbeat_seconds)
+                limit = 0 if self._stopping.is_set() else self.capacity - len(self._in_flight) + len(outcomes)
+                try:
+                    report, claimed = self._commit_and_claim(outcomes, limit)
+                    failures = 0
+                except StoreUnavailable as exc:
+                    failures += 1
+                    delay = min(0.1 * 2**failures, 10.0)
+                    log.warning("database unavailable worker=%s retry_in=%.1fs error=%s", self.worker_id, delay, exc)
+                    time.sleep(delay)
+                    continue  # keep the outcomes: they commit once the database is back
+                outcomes = []
+                self.totals.add(report)
+                self.totals.claimed += len(claimed.steps)
+                self._dispatch(claimed.steps)
+                wake_in = claimed.wake_in if len(claimed.steps) < limit else 0.0
+                cycles += 1
+                if self.max_cycles and cycles >= self.max_cycles:
+                    self._stopping.set()
+                if self._stopping.is_set():
+                    if not self._in_flight:
+                        break
+                    if stop_deadline is not None and clock >= stop_deadline:
+                        break
+                elif self.burst and not self._in_flight and not claimed.steps and claimed.wake_in is None:
+                    break
+        finally:
+            self._hand_back_all()
+            self._stop_pool()
+            self._call_store(lambda: self.store.worker_stopped(self.worker_id, self.runtime.clock()))
+            log.info("worker stopped worker=%s claimed=%d succeeded=%d retried=%d failed=%d discarded=%d",
+                     self.worker_id, self.totals.claimed, self.totals.succeeded, self.totals.retried,
+                     self.totals.failed, self.totals.discarded)
+        return self.totals
+
+    # -- pieces ------------------------------------------------------------------------------
+    def _commit_and_claim(self, outcomes: list[Outcome], limit: int) -> tuple[CommitReport, ClaimResult]:
+        request = None
+        if limit > 0:
+            request = ClaimRequest(
+                worker_id=self.worker_id,
+                limit=limit,
+                lease_duration=self.lease_duration,
+                queues=self.queues,
+                site=self.site,
+            )
+        try:
+            report, claimed = self.store.complete_and_claim(outcomes, request, self.runtime.clock())
+        except StoreUnavailable:
+            raise
+        except Exception:
+            # A bad outcome must not take the batch, or the loop, down with it: commit one by one.
+            log.exception("commit failed; retrying one step at a time worker=%s", self.worker_id)
+            report = self._commit_each(outcomes)
+            claimed = ClaimResult(steps=(), wake_in=self.poll_seconds)
+        for outcome in outcomes:
+            self._in_flight.pop(outcome.step.lease.token, None)
+            if outcome.lease_outcome != "expired":
+                self._log_outcome(outcome)
+        for step in claimed.steps:
+            log.debug("step claimed run=%s step=%s kind=%s attempt=%d worker=%s", step.run_id, step.step_id,
+                      step.kind, step.attempt, self.worker_id)
+        return report, claimed
+
+    def _commit_each(self, outcomes: list[Outcome]) -> CommitReport:
+        total = CycleResult()
+        for outcome in outcomes:
+            try:
+                report, _ = self.store.complete_and_claim([outcome], None, self.runtime.clock())
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                log.exception("commit of one step failed run=%s step=%s", outcome.step.run_id, outcome.step.step_id)
+                self.runtime.discard_blobs(outcome.artifacts)
+                error = ErrorInfo(code="commit_error", message=f"{type(exc).__name__}: {exc}", retryable=False)
+                fallback = self.runtime.failure(outcome.step, error, log=outcome.log)
+                try:
+                    report, _ = self.store.complete_and_claim([fallback], None, self.runtime.clock())
+                except Exception:  # the lease expires and another attempt runs: nothing is lost
+                    log.exception("could not record the commit error run=%s step=%s", outcome.step.run_id,
+                                  outcome.step.step_id)
+                    continue
+            total.add(report)
+        return CommitReport(succeeded=total.succeeded, retried=total.retried, failed=total.failed,
+                            discarded=total.discarded, runs_finished=tuple(total.runs_finished))
+
+    def _log_outcome(self, outcome: Outcome) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        step = outcome.step
+        duration = (
+            (outcome.finished_at - outcome.started_at).total_seconds() * 1000
+            if outcome.started_at and outcome.finished_at else 0.0
+        )
+        state = {StepState.READY: "retrying"}.get(outcome.next_state, str(outcome.next_state))
+        extra = f" code={outcome.error.code}" if outcome.error else ""
+        log.info("step %s run=%s step=%s kind=%s attempt=%d duration_ms=%.1f worker=%s%s", state, step.run_id,
+                 step.step_id, step.kind, step.attempt, duration, self.worker_id, extra)
+
+    def _dispatch(self, steps: Sequence[ClaimedStep]) -> None:
+        for step in steps:
+            running = _Running(step)
+            self._in_flight[step.lease.token] = running
+            self._jobs.put(running)
+
+    def _collect(self, timeout: float) -> list[Outcome]:
+        """Wait up to ``timeout`` for the first finished step, then take whatever else is done."""
+        got: list[Outcome] = []
+        try:
+            item = self._done.get(timeout=timeout) if timeout > 0 else self._done.get_nowait()
+        except queue.Empty:
+            return got
+        while True:
+            if isinstance(item, Outcome):
+                got.append(item)
+            try:
+                item = self._done.get_nowait()
+            except queue.Empty:
+                return got
+
+    def _reclaim(self) -> int:
+        """Turn expired leases into failed attempts: a reclaim counts, so poison steps end."""
+        now = self.runtime.clock()
+        expired = self._call_store(lambda: self.store.expired_leases(now, 500)) or []
+        if not expired:
+            return 0
+        outcomes = []
+        for step in expired:
+            error = ErrorInfo(
+                code="lease_expired",
+                message=f"lease of worker {step.lease.worker_id} expired at {step.lease.expires_at.isoformat()} "
+                f"(attempt {step.attempt} of {step.retry.max_attempts}); the worker died or stalled",
+                retryable=True,
+            )
+            outcomes.append(self.runtime.failure(step, error, finished_at=now))
+        report = self._call_store(lambda: self.store.complete_and_claim(outcomes, None, now))
+        if report is None:
+            return 0
+        for outcome in outcomes:
+            log.warning("step lease expired run=%s step=%s attempt=%d next=%s", outcome.step.run_id,
+                        outcome.step.step_id, outcome.step.attempt, outcome.next_state)
+        return report[0].committed
+
+    def _heartbeat(self) -> None:
+        now = self.runtime.clock()
+        self._call_store(lambda: self.store.worker_seen(self.worker_id, len(self._in_flight), now))
+        if not self._in_flight:
+            return
+        tokens = list(self._in_flight)
+        live = self._call_store(lambda: self.store.heartbeat(tokens, now, now + self.lease_duration))
+        if live is not None:
+            self._mark_lost(tokens, live)
+
+    def _check_cancellations(self) -> None:
+        tokens = list(self._in_flight)
+        live = self._call_store(lambda: self.store.live_tokens(tokens))
+        if live is not None:
+            self._mark_lost(tokens, live)
+
+    def _mark_lost(self, tokens: list[str], live: set[str]) -> None:
+        for token in tokens:
+            running = self._in_flight.get(token)
+            if running is not None and token not in live and not running.cancelled.is_set():
+                running.cancelled.set()
+                log.info("step lease lost or run canceled run=%s step=%s worker=%s", running.step.run_id,
+                         running.step.step_id, self.worker_id)
+
+    def _hand_back_all(self) -> None:
+        if not self._in_flight:
+            return
+        tokens = list(self._in_flight)
+        for running in self._in_flight.values():
+            running.cancelled.set()
+        handed = self._call_store(lambda: self.store.hand_back(tokens, self.runtime.clock()))
+        log.info("handed back %s unfinished steps worker=%s", handed, self.worker_id)
+        self._in_flight.clear()
+
+    def _call_store(self, call):  # type: ignore[no-untyped-def]
+        try:
+            return call()
+        except Exception as exc:
+            log.warning("store call failed worker=%s error=%s: %s", self.worker_id, type(exc).__name__, exc)
+            return None
+
+    # -- the pool --------------------------------------------------------------------------------
+    def _start_pool(self) -> None:
+        if self._threads:
+            return
+        for n in range(self.max_workers):
+            thread = threading.Thread(target=self._work, name=f"workflow-executor-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _stop_pool(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(_STOP)
+        # Daemon threads: one still inside a slow executor does not keep the process alive.
+        for thread in self._threads:
+            thread.join(timeout=0.05 if self._abandoning.is_set() else 0.5)
+        self._threads = []
+
+    def _work(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is _STOP:
+                return
+            assert isinstance(item, _Running)
+            if item.cancelled.is_set():
+                continue  # handed back before it started
+            try:
+                outcome = self.runtime.execute(item.step, item.cancelled)
+            except BaseException as exc:  # execute() catches executor errors; this is a bug guard
+                log.exception("executor wrapper crashed run=%s step=%s", item.step.run_id, item.step.step_id)
+                error = ErrorInfo(code="worker_error", message=repr(exc), retryable=True)
+                outcome = self.runtime.failure(item.step, error)
+            self._done.put(outcome)

@@ -1,0 +1,86 @@
+"""What the engine needs from a database. ``workflow.dbstore.DjangoStore`` implements it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any, Protocol
+
+from .values import (
+    ClaimedStep,
+    ClaimRequest,
+    CommitReport,
+    NewRun,
+    QueueConfig,
+    RunHandle,
+    RunInfo,
+    StepResult,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimResult:
+    steps: tuple[ClaimedStep, ...]
+    wake_in: float | None  # seconds until something may be claimable; None: nothing waits for us
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerInfo:
+    worker_id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...] | None
+    site: str | None
+    max_workers: int
+
+
+class Store(Protocol):
+    def create_run(self, run: NewRun, now: datetime) -> RunHandle: ...
+    def find_run(self, run_id: str) -> RunInfo | None: ...
+    def run_info(self, run_id: str, *, with_counts: bool = False) -> RunInfo: ...
+    def step_result(self, run_id: str, step_id: str) -> StepResult | None: ...
+
+    def complete_and_claim(
+        self, outcomes: Sequence[Any], claim: ClaimRequest | None, now: datetime
+    ) -> tuple[CommitReport, ClaimResult]: ...
+    def expired_leases(self, now: datetime, limit: int) -> list[ClaimedStep]: ...
+    def heartbeat(self, tokens: Sequence[str], now: datetime, expires_at: datetime) -> set[str]: ...
+    def live_tokens(self, tokens: Sequence[str]) -> set[str]: ...
+    def hand_back(self, tokens: Sequence[str], now: datetime) -> int: ...
+
+    def retry_step(self, run_id: str, step_id: str, *, actor: str, now: datetime) -> None: ...
+    def cancel_run(self, run_id: str, *, actor: str, now: datetime) -> int: ...
+    def set_queue_paused(self, name: str, paused: bool, *, actor: str, now: datetime) -> None: ...
+    def configure_queues(self, queues: Mapping[str, QueueConfig], now: datetime) -> None: ...
+
+    def register_worker(self, info: WorkerInfo, now: datetime) -> None: ...
+    def worker_seen(self, worker_id: str, running: int, now: datetime) -> None: ...
+    def worker_stopped(self, worker_id: str, now: datetime) -> None: ...
+    def record_event(self, kind: str, *, severity: str = "info", message: str = "", **fields: Any) -> None: ...
+
+    def after_step(self) -> None:
+        """Release per-thread resources an executor may have opened (database connections)."""
+        ...
+
+
+class ArtifactStore(Protocol):
+    """Large artifact bytes outside the engine's rows (the seed's ``ArtifactStore``)."""
+
+    def put(self, key: str, content_type: str, body: bytes | IO[bytes]) -> tuple[str, int, str]:
+        """Store ``body`` under ``key``; return (stored key, size, sha256 hex). Streams file-likes."""
+        ...
+
+    def open(self, key: str) -> IO[bytes]: ...
+    def delete(self, key: str) -> None: ...
+    def uri(self, key: str) -> str: ...
+
+
+class Projection(Protocol):
+    def exec(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int: ...
+    def query(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]: ...
+
+
+class ProjectionStore(Protocol):
+    def projection(self, name: str) -> Projection: ...
+    def close(self) -> None: ...

@@ -1,0 +1,380 @@
+"""Values the engine passes around: states, policies, specs and reports.
+
+Everything here is a frozen, keyword-only dataclass or an enum; nothing touches a database.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+
+class StepState(enum.StrEnum):
+    PENDING = "pending"  # waiting on dependencies
+    READY = "ready"  # may be claimed once available_at has passed
+    RUNNING = "running"  # leased by a worker
+    SUCCEEDED = "succeeded"  # committed its result; never runs again
+    FAILED = "failed"  # out of attempts or failed permanently; an operator may retry it
+    CANCELED = "canceled"  # its run was canceled
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (StepState.SUCCEEDED, StepState.FAILED, StepState.CANCELED)
+
+
+class RunState(enum.StrEnum):
+    PENDING = "pending"  # created, no step claimed yet
+    RUNNING = "running"  # some step is ready, running or waiting on one
+    SUCCEEDED = "succeeded"  # every step succeeded
+    FAILED = "failed"  # a step failed and nothing is ready or running
+    CANCELED = "canceled"  # an operator canceled it
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELED)
+
+
+class BackoffKind(enum.StrEnum):
+    FIXED = "fixed"
+    LINEAR = "linear"
+    EXPONENTIAL = "exponential"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How often a step may run and how long to wait between attempts.
+
+    ``max_attempts`` counts executions, the first included; a reclaimed lease counts too.
+    """
+
+    max_attempts: int = 3
+    backoff: BackoffKind = BackoffKind.EXPONENTIAL
+    initial_backoff: timedelta = timedelta(seconds=1)
+    backoff_coefficient: float = 2.0
+    max_backoff: timedelta = timedelta(minutes=5)
+    jitter: float = 0.1  # +/- this fraction of the delay, so retries of a burst spread out
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"RetryPolicy.max_attempts must be at least 1, got {self.max_attempts}")
+        if self.initial_backoff < timedelta(0) or self.max_backoff < timedelta(0):
+            raise ValueError("RetryPolicy backoffs must not be negative")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError(f"RetryPolicy.jitter must be between 0 and 1, got {self.jitter}")
+
+    def delay(self, attempt: int, *, rng: random.Random | None = None) -> timedelta:
+        """Return the wait before the attempt after ``attempt`` (1-based)."""
+        base = self.initial_backoff.total_seconds()
+        n = max(attempt, 1)
+        if self.backoff is BackoffKind.LINEAR:
+            seconds = base * n
+        elif self.backoff is BackoffKind.EXPONENTIAL:
+            seconds = base * (self.backoff_coefficient ** (n - 1))
+        else:
+            seconds = base
+        seconds = min(seconds, self.max_backoff.total_seconds())
+        if self.jitter:
+            seconds *= 1 + (rng or random).uniform(-self.jitter, self.jitter)
+        return timedelta(seconds=max(seconds, 0.0))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "max_attempts": self.max_attempts,
+            "backoff": str(self.backoff),
+            "initial_backoff": self.initial_backoff.total_seconds(),
+            "backoff_coefficient": self.backoff_coefficient,
+            "max_backoff": self.max_backoff.total_seconds(),
+            "jitter": self.jitter,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> RetryPolicy:
+        if not data:
+            return cls()
+        return cls(
+            max_attempts=int(data.get("max_attempts", 3)),
+            backoff=BackoffKind(data.get("backoff", "exponential")),
+            initial_backoff=timedelta(seconds=float(data.get("initial_backoff", 1))),
+            backoff_coefficient=float(data.get("backoff_coefficient", 2.0)),
+            max_backoff=timedelta(seconds=float(data.get("max_backoff", 300))),
+            jitter=float(data.get("jitter", 0.1)),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitPolicy:
+    """A token bucket shared by every worker: ``rate`` starts per ``per``, up to ``burst`` at once."""
+
+    rate: float
+    per: timedelta = timedelta(seconds=1)
+    burst: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.per <= timedelta(0) or self.burst < 1:
+            raise ValueError(f"RateLimitPolicy needs rate > 0, per > 0 and burst >= 1, got {self}")
+
+    @property
+    def per_second(self) -> float:
+        return self.rate / self.per.total_seconds()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueConfig:
+    """A named lane: ``max_workers`` caps running steps across all workers (None: no cap)."""
+
+    max_workers: int | None = None
+    rate_limit: RateLimitPolicy | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_workers is not None and self.max_workers < 1:
+            raise ValueError(f"QueueConfig.max_workers must be at least 1 or None, got {self.max_workers}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dependency:
+    """An edge to another step of the same run.
+
+    ``required``: wait for its success (a failure blocks this step); otherwise wait for any end state.
+    """
+
+    step_id: str
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class StepHandle:
+    """What ``RunBuilder.step`` and ``StepContext.emit`` return: a name to depend on."""
+
+    id: str
+
+
+def require(*handles: StepHandle | str) -> tuple[Dependency, ...]:
+    """Build required dependencies on ``handles`` (the seed's ``Require``)."""
+    return tuple(Dependency(step_id=_handle_id(h), required=True) for h in handles)
+
+
+def after(*handles: StepHandle | str) -> tuple[Dependency, ...]:
+    """Build optional dependencies: wait for ``handles`` to end, whatever their outcome."""
+    return tuple(Dependency(step_id=_handle_id(h), required=False) for h in handles)
+
+
+def _handle_id(handle: StepHandle | str) -> str:
+    return handle.id if isinstance(handle, StepHandle) else str(handle)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepSpec:
+    """A step to persist: built by ``RunBuilder.step`` or ``StepContext.emit``."""
+
+    id: str
+    kind: str
+    input: Any = None
+    queue: str = "default"
+    site: str = ""
+    dedup_key: str | None = None
+    depends_on: tuple[Dependency, ...] = ()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    parent_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRun:
+    id: str
+    package: str
+    name: str
+    input: Any
+    metadata: Mapping[str, str]
+    steps: Sequence[StepSpec]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunHandle:
+    id: str
+    package: str
+    name: str
+    created: bool = True  # False when start_run found the same run already started
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunInfo:
+    """A run as executors and callers of ``Runtime.workflow`` see it."""
+
+    id: str
+    package: str
+    name: str
+    state: RunState
+    input: Any
+    metadata: Mapping[str, str]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    step_counts: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorInfo:
+    code: str
+    message: str
+    retryable: bool
+    details: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "retryable": self.retryable, "details": self.details}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ErrorInfo:
+        return cls(
+            code=data.get("code", ""),
+            message=data.get("message", ""),
+            retryable=bool(data.get("retryable")),
+            details=data.get("details"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepResult:
+    """A step's outcome as ``Runtime.result`` and ``StepContext.dependency_result`` return it."""
+
+    run_id: str
+    step_id: str
+    state: StepState
+    data: Any
+    error: ErrorInfo | None
+    attempt: int
+    finished_at: datetime | None
+    emitted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseInfo:
+    """The fenced claim a step runs under."""
+
+    token: str
+    worker_id: str
+    attempt: int
+    claimed_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedStep:
+    """A step a worker holds a lease on, with everything needed to execute it."""
+
+    pk: int
+    run_id: str
+    step_id: str
+    kind: str
+    queue: str
+    site: str
+    input: Any
+    metadata: Mapping[str, str]
+    parent_id: str | None
+    retry: RetryPolicy
+    lease: LeaseInfo
+
+    @property
+    def attempt(self) -> int:
+        return self.lease.attempt
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordWrite:
+    collection: str
+    key: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactWrite:
+    """An artifact to commit with the step: inline ``body`` or a blob already in the artifact store."""
+
+    id: str
+    name: str
+    kind: str
+    content_type: str
+    size: int
+    sha256: str
+    body: bytes | None = None
+    storage_key: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactRef:
+    """Points to an artifact a step stored (the seed's ``ArtifactRef``)."""
+
+    id: str
+    uri: str
+    name: str
+    kind: str
+    content_type: str
+    size: int
+    sha256: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What one attempt produced, ready to commit. ``next_state`` was decided by the engine."""
+
+    step: ClaimedStep
+    next_state: StepState  # succeeded, ready (retry), failed
+    result: Any = None
+    error: ErrorInfo | None = None
+    available_at: datetime | None = None  # for a retry
+    children: tuple[StepSpec, ...] = ()
+    records: tuple[RecordWrite, ...] = ()
+    artifacts: tuple[ArtifactWrite, ...] = ()
+    log: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_outcome: str = ""  # succeeded | retried | failed | expired
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimRequest:
+    worker_id: str
+    limit: int
+    lease_duration: timedelta
+    queues: tuple[str, ...] | None = None  # None: every queue
+    site: str | None = None  # None: only steps without a site
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitReport:
+    committed: int = 0
+    discarded: int = 0  # fenced off: the lease was lost, revoked or the run canceled
+    succeeded: int = 0
+    retried: int = 0
+    failed: int = 0
+    made_ready: int = 0
+    runs_finished: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, kw_only=True)
+class CycleResult:
+    """What one scheduler cycle did (every field filled in, unlike the seed's)."""
+
+    reclaimed: int = 0
+    claimed: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    failed: int = 0
+    discarded: int = 0
+    runs_finished: list[str] = field(default_factory=list)
+
+    @property
+    def processed(self) -> int:
+        return self.succeeded + self.retried + self.failed + self.discarded
+
+    def add(self, report: CommitReport) -> None:
+        self.succeeded += report.succeeded
+        self.retried += report.retried
+        self.failed += report.failed
+        self.discarded += report.discarded
+        self.runs_finished.extend(report.runs_finished)

@@ -1,0 +1,332 @@
+"""The engine's tables. Each QuerySet above its model names the questions the domain asks.
+
+The engine owns every write (see ``workflow.dbstore``); views and the admin only read these
+models and change state through ``workflow.operator``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import models
+from django.db.models import Q
+
+from .engine.values import RunState, StepState
+
+
+class RunQuerySet(models.QuerySet["Run"]):
+    def active(self) -> RunQuerySet:
+        return self.filter(state__in=[RunState.PENDING, RunState.RUNNING])
+
+    def finished(self) -> RunQuerySet:
+        return self.filter(state__in=[RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELED])
+
+    def finished_before(self, moment: datetime) -> RunQuerySet:
+        return self.finished().filter(finished_at__lt=moment)
+
+
+class Run(models.Model):
+    """One execution of a package: a graph of steps."""
+
+    id = models.CharField(primary_key=True, max_length=255)
+    package = models.CharField(max_length=100)
+    name = models.CharField(max_length=255, blank=True)
+    input = models.JSONField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=16, choices=[(s.value, s.value) for s in RunState], default=RunState.PENDING)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("operate", "Can retry steps, cancel runs, pause queues and start runs")]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="run_newest_idx"),
+            models.Index(fields=["state", "-created_at"], name="run_state_idx"),
+            models.Index(fields=["package", "-created_at"], name="run_package_idx"),
+            models.Index(fields=["finished_at"], name="run_finished_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(state__in=[s.value for s in RunState]), name="run_state_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_active(self) -> bool:
+        return not RunState(self.state).is_terminal
+
+
+class StepQuerySet(models.QuerySet["Step"]):
+    def ready(self, now: datetime) -> StepQuerySet:
+        return self.filter(state=StepState.READY, available_at__lte=now)
+
+    def running(self) -> StepQuerySet:
+        return self.filter(state=StepState.RUNNING)
+
+    def expired_leases(self, now: datetime) -> StepQuerySet:
+        return self.filter(state=StepState.RUNNING, lease_expires_at__lt=now)
+
+    def failed(self) -> StepQuerySet:
+        return self.filter(state=StepState.FAILED)
+
+    def active(self) -> StepQuerySet:
+        return self.filter(state__in=[StepState.PENDING, StepState.READY, StepState.RUNNING])
+
+
+class Step(models.Model):
+    """One durable unit of work in a run. ``step_id`` is unique in its run, not globally."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    step_id = models.CharField(max_length=255)
+    kind = models.CharField(max_length=100)
+    queue = models.CharField(max_length=100, default="default")
+    site = models.CharField(max_length=100, default="", blank=True)
+    parent_step_id = models.CharField(max_length=255, null=True, blank=True)
+    dedup_key = models.CharField(max_length=255, null=True, blank=True)
+    input = models.JSONField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    retry = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=16, choices=[(s.value, s.value) for s in StepState])
+    attempt = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    pending_deps = models.IntegerField(default=0)  # unsatisfied dependency edges; 0 and pending -> ready
+    available_at = models.DateTimeField()
+    lease_token = models.CharField(max_length=64, null=True, blank=True)
+    lease_owner = models.CharField(max_length=200, null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = StepQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step_id"], name="step_id_unique_in_run"),
+            models.UniqueConstraint(
+                fields=["run", "dedup_key"], condition=Q(dedup_key__isnull=False), name="step_dedup_unique_in_run"
+            ),
+            models.CheckConstraint(condition=Q(state__in=[s.value for s in StepState]), name="step_state_valid"),
+            models.CheckConstraint(condition=Q(pending_deps__gte=0), name="step_pending_deps_not_negative"),
+            models.CheckConstraint(
+                condition=~Q(state=StepState.RUNNING) | Q(lease_token__isnull=False), name="step_running_has_lease"
+            ),
+        ]
+        indexes = [
+            # The claim reads only ready rows: its cost does not grow with finished history.
+            models.Index(fields=["queue", "available_at"], condition=Q(state="ready"), name="step_ready_idx"),
+            models.Index(fields=["lease_expires_at"], condition=Q(state="running"), name="step_lease_idx"),
+            models.Index(fields=["queue"], condition=Q(state="running"), name="step_running_queue_idx"),
+            models.Index(fields=["run", "state"], name="step_run_state_idx"),
+            models.Index(fields=["state", "finished_at"], name="step_finished_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} / {self.step_id}"
+
+    @property
+    def error_code(self) -> str:
+        return (self.error or {}).get("code", "")
+
+
+class Dependency(models.Model):
+    """An edge: ``step`` waits for ``depends_on`` (its success if ``required``, else any end)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="+")
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="dependencies")
+    depends_on = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="dependents")
+    required = models.BooleanField(default=True)
+    satisfied = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["step", "depends_on"], name="dependency_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.step_id} -> {self.depends_on_id}"
+
+
+class LeaseQuerySet(models.QuerySet["Lease"]):
+    def live(self) -> LeaseQuerySet:
+        return self.filter(released_at__isnull=True)
+
+
+class Lease(models.Model):
+    """One attempt of a step: who claimed it, under which fencing token, and how it ended."""
+
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded", "succeeded"
+        RETRIED = "retried", "failed, will retry"
+        FAILED = "failed", "failed"
+        EXPIRED = "expired", "lease expired"
+        CANCELED = "canceled", "run canceled"
+        DISCARDED = "discarded", "late commit discarded"
+        ABANDONED = "abandoned", "handed back at shutdown"
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="leases")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="leases")
+    attempt = models.PositiveIntegerField()
+    worker_id = models.CharField(max_length=200)
+    token = models.CharField(max_length=64, unique=True)
+    claimed_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    released_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, blank=True, default="")
+    error_code = models.CharField(max_length=100, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    log = models.TextField(blank=True, default="")
+
+    objects = LeaseQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["claimed_at", "id"]
+        indexes = [
+            models.Index(fields=["run", "claimed_at"], name="lease_run_idx"),
+            models.Index(fields=["worker_id"], condition=Q(released_at__isnull=True), name="lease_live_idx"),
+            models.Index(fields=["claimed_at"], name="lease_claimed_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.token} ({self.worker_id})"
+
+
+class Artifact(models.Model):
+    """A named blob a step produced: small ones inline in ``body``, large ones in the artifact store."""
+
+    id = models.CharField(primary_key=True, max_length=64)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="artifacts")
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="artifacts")
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=100, blank=True, default="")
+    content_type = models.CharField(max_length=255)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    body = models.BinaryField(null=True, blank=True)
+    storage_key = models.CharField(max_length=500, null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["run", "created_at"], name="artifact_run_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_inline(self) -> bool:
+        return self.storage_key is None
+
+
+class Record(models.Model):
+    """A keyed write into a named collection (a read model), upserted when its step commits."""
+
+    collection = models.CharField(max_length=100)
+    key = models.CharField(max_length=255)
+    data = models.JSONField(null=True)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="records")
+    step_id = models.CharField(max_length=255)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["collection", "key"]
+        constraints = [models.UniqueConstraint(fields=["collection", "key"], name="record_key_unique")]
+        indexes = [models.Index(fields=["run"], name="record_run_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.collection}/{self.key}"
+
+
+class Event(models.Model):
+    """An append-only fact about a run, a step, a queue or a worker."""
+
+    class Severity(models.TextChoices):
+        DEBUG = "debug"
+        INFO = "info"
+        WARNING = "warning"
+        ERROR = "error"
+
+    created_at = models.DateTimeField()
+    kind = models.CharField(max_length=50)
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.INFO)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
+    step_id = models.CharField(max_length=255, null=True, blank=True)
+    queue = models.CharField(max_length=100, blank=True, default="")
+    worker_id = models.CharField(max_length=200, blank=True, default="")
+    actor = models.CharField(max_length=150, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    payload = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["run", "-id"], name="event_run_idx"),
+            models.Index(fields=["kind", "-id"], name="event_kind_idx"),
+            models.Index(fields=["created_at"], name="event_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.run_id or ''} {self.step_id or ''}".strip()
+
+
+class Queue(models.Model):
+    """A lane's cap, token bucket and pause flag, shared by every worker through the database."""
+
+    name = models.CharField(primary_key=True, max_length=100)
+    max_workers = models.PositiveIntegerField(null=True, blank=True)
+    rate = models.FloatField(null=True, blank=True)
+    per_seconds = models.FloatField(default=1.0)
+    burst = models.PositiveIntegerField(default=1)
+    paused = models.BooleanField(default=False)
+    tokens = models.FloatField(default=0.0)
+    refilled_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_restricted(self) -> bool:
+        return self.max_workers is not None or self.rate is not None
+
+
+class WorkerQuerySet(models.QuerySet["Worker"]):
+    def seen_since(self, moment: datetime) -> WorkerQuerySet:
+        return self.filter(seen_at__gte=moment, stopped_at__isnull=True)
+
+
+class Worker(models.Model):
+    """A ``runworkers`` process, as its heartbeats describe it."""
+
+    id = models.CharField(primary_key=True, max_length=200)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(null=True, blank=True)
+    site = models.CharField(max_length=100, blank=True, default="")
+    max_workers = models.PositiveIntegerField()
+    running = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-seen_at"]
+
+    def __str__(self) -> str:
+        return self.id

@@ -1,0 +1,91 @@
+"""The one path for operator actions: the dashboard, the admin and commands all call these.
+
+Each action names its actor, so the event it writes says who did it. Permission checks belong
+to the caller (views check ``workflow.operate``); the engine validates state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .conf import runtime
+from .engine.errors import WorkflowError
+from .engine.values import RunHandle
+
+
+def actor_name(user: Any) -> str:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return ""
+    return user.get_username()
+
+
+def retry_step(run_id: str, step_id: str, *, user: Any = None) -> None:
+    runtime().retry_step(run_id, step_id, actor=actor_name(user))
+
+
+def cancel_run(run_id: str, *, user: Any = None) -> int:
+    return runtime().cancel_run(run_id, actor=actor_name(user))
+
+
+def pause_queue(name: str, *, user: Any = None) -> None:
+    runtime().pause_queue(name, actor=actor_name(user))
+
+
+def resume_queue(name: str, *, user: Any = None) -> None:
+    runtime().resume_queue(name, actor=actor_name(user))
+
+
+def start_run(package: str, input: Any, *, user: Any = None, run_id: str | None = None, name: str | None = None,
+              metadata: dict[str, str] | None = None) -> RunHandle:
+    meta = dict(metadata or {})
+    actor = actor_name(user)
+    if actor:
+        meta.setdefault("started_by", actor)
+    return runtime().start_run(package, input, run_id=run_id, name=name, metadata=meta)
+
+
+@dataclass
+class BulkResult:
+    """What a bulk action did: how many succeeded, and why the others were skipped."""
+
+    done: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        text = f"{self.done} done"
+        if self.skipped:
+            text += f", {len(self.skipped)} skipped"
+        return text
+
+
+def cancel_runs(run_ids: Iterable[str], *, user: Any = None) -> BulkResult:
+    result = BulkResult()
+    for run_id in run_ids:
+        try:
+            cancel_run(run_id, user=user)
+            result.done += 1
+        except WorkflowError as exc:
+            result.skipped.append(str(exc))
+    return result
+
+
+def retry_failed_steps(pairs: Iterable[tuple[str, str]], *, user: Any = None) -> BulkResult:
+    """Retry each (run id, step id); steps that are not failed are skipped with the reason."""
+    result = BulkResult()
+    for run_id, step_id in pairs:
+        try:
+            retry_step(run_id, step_id, user=user)
+            result.done += 1
+        except WorkflowError as exc:
+            result.skipped.append(str(exc))
+    return result
+
+
+def retry_failed_in_runs(run_ids: Iterable[str], *, user: Any = None) -> BulkResult:
+    from .models import Step
+
+    pairs = Step.objects.failed().filter(run_id__in=list(run_ids)).values_list("run_id", "step_id")
+    return retry_failed_steps(list(pairs), user=user)
