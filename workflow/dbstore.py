@@ -44,6 +44,7 @@ from .engine.values import (
     NewRun,
     Outcome,
     QueueConfig,
+    RecordInfo,
     RetryPolicy,
     RunHandle,
     RunInfo,
@@ -268,6 +269,19 @@ class DjangoStore:
             error=ErrorInfo.from_json(step.error) if step.error else None, attempt=step.attempt,
             finished_at=step.finished_at,
         )
+
+    def get_record(self, collection: str, key: str) -> RecordInfo | None:
+        row = Record.objects.using(self.using).filter(collection=collection, key=key).first()
+        return None if row is None else self._record(row)
+
+    def list_records(self, collection: str, *, after_key: str = "", limit: int = 100) -> list[RecordInfo]:
+        rows = Record.objects.using(self.using).filter(collection=collection, key__gt=after_key).order_by("key")
+        return [self._record(r) for r in rows[:limit]]
+
+    @staticmethod
+    def _record(row: Record) -> RecordInfo:
+        return RecordInfo(collection=row.collection, key=row.key, data=row.data, run_id=row.run_id,
+                          step_id=row.step_id, updated_at=row.updated_at)
 
     # -- queues -----------------------------------------------------------------------------
     def _ensure_queues(self, cursor: Any, names: Iterable[str], now: datetime) -> None:

@@ -32,6 +32,7 @@ from .values import (
     NewRun,
     Outcome,
     QueueConfig,
+    RecordInfo,
     RunHandle,
     RunInfo,
     StepResult,
@@ -160,6 +161,14 @@ class Runtime:
 
     def result(self, run_id: str, step_id: str) -> StepResult | None:
         return self.store.step_result(run_id, step_id)
+
+    def record(self, collection: str, key: str) -> RecordInfo | None:
+        """The record under ``key`` in ``collection`` (the last committed write), or None."""
+        return self.store.get_record(collection, key)
+
+    def records(self, collection: str, *, after_key: str = "", limit: int = 100) -> list[RecordInfo]:
+        """A page of ``collection`` in key order, starting after ``after_key``."""
+        return self.store.list_records(collection, after_key=after_key, limit=limit)
 
     def projection(self, name: str) -> Projection:
         if self.projection_store is None:

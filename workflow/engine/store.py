@@ -13,6 +13,7 @@ from .values import (
     CommitReport,
     NewRun,
     QueueConfig,
+    RecordInfo,
     RunHandle,
     RunInfo,
     StepResult,
@@ -40,6 +41,8 @@ class Store(Protocol):
     def find_run(self, run_id: str) -> RunInfo | None: ...
     def run_info(self, run_id: str, *, with_counts: bool = False) -> RunInfo: ...
     def step_result(self, run_id: str, step_id: str) -> StepResult | None: ...
+    def get_record(self, collection: str, key: str) -> RecordInfo | None: ...
+    def list_records(self, collection: str, *, after_key: str = "", limit: int = 100) -> list[RecordInfo]: ...
 
     def complete_and_claim(
         self, outcomes: Sequence[Any], claim: ClaimRequest | None, now: datetime

@@ -290,6 +290,18 @@ class RecordWrite:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RecordInfo:
+    """A record as committed: the last write by commit order, and which step wrote it."""
+
+    collection: str
+    key: str
+    data: Any
+    run_id: str
+    step_id: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ArtifactWrite:
     """An artifact to commit with the step: inline ``body`` or a blob already in the artifact store."""
 
