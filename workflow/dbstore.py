@@ -53,7 +53,7 @@ from .engine.values import (
     StepSpec,
     StepState,
 )
-from .models import Dependency, Queue, Run, Step, Worker
+from .models import Dependency, Queue, Record, Run, Step, Worker
 
 log = logging.getLogger("workflow.store")
 
