@@ -3,86 +3,17 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from workflow import Config, Package, Registry, RetryPolicy, Runtime, StepContext, permanent, retryable
+from tests.procapp.workflows import build_test_package
+from workflow import Config, Package, Registry, Runtime
 from workflow.artifacts import FileArtifactStore
 from workflow.dbstore import DjangoStore
 from workflow.projections import SQLiteProjectionStore
-
-FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=timedelta(0), jitter=0)
-
-
-@dataclass(frozen=True)
-class Pause:
-    seconds: float = 0.0
-
-
-def build_test_package() -> Package:
-    """Kinds every engine test may use. Behaviour is chosen by the step's input."""
-    pkg = Package("t", display_name="Test package")
-
-    @pkg.entrypoint
-    def start(run: Any, params: dict) -> None:
-        # {"steps": [{"id", "kind", "input", "deps": [...], "optional": [...], "retry": n}]}
-        from workflow import after, require
-
-        for spec in params.get("steps", [{"id": "only", "kind": "noop"}]):
-            deps = require(*spec.get("deps", ())) + after(*spec.get("optional", ()))
-            retry = RetryPolicy(max_attempts=spec.get("retry", 3), initial_backoff=timedelta(0), jitter=0)
-            run.step(spec["id"], spec.get("input"), kind=spec["kind"], depends_on=deps, retry=retry,
-                     queue=spec.get("queue"), dedup_key=spec.get("dedup"))
-
-    @pkg.executor("noop")
-    def noop(step: StepContext) -> Any:
-        return step.raw_input
-
-    @pkg.executor("fail")
-    def fail(step: StepContext) -> None:
-        raise permanent("boom", "failed on purpose", details={"why": "test"})
-
-    @pkg.executor("flaky")
-    def flaky(step: StepContext) -> dict:
-        # Fails retryably until the attempt given as input (default 2).
-        until = (step.raw_input or {}).get("until", 2)
-        if step.attempt < until:
-            step.logger.warning("attempt %d failing", step.attempt)
-            raise retryable("flaky", f"attempt {step.attempt} failed")
-        return {"attempt": step.attempt}
-
-    @pkg.executor("crash")
-    def crash(step: StepContext) -> None:
-        raise RuntimeError("unexpected")
-
-    @pkg.executor("sleep")
-    def sleep(step: StepContext, params: Pause) -> dict:
-        deadline = time.monotonic() + params.seconds
-        while time.monotonic() < deadline and not step.cancelled:
-            time.sleep(0.01)
-        return {"cancelled": step.cancelled}
-
-    @pkg.executor("fanout")
-    def fanout(step: StepContext) -> dict:
-        from workflow import require
-
-        n = step.raw_input["n"]
-        kids = [step.emit(None, {"i": i}, kind="noop") for i in range(n)]
-        step.emit("join", {}, kind="noop", depends_on=require(*kids))
-        return {"emitted": n}
-
-    @pkg.executor("produce")
-    def produce(step: StepContext) -> dict:
-        step.record("things", step.step.step_id, {"v": 1})
-        step.artifact("note.txt", "text/plain", b"hello")
-        return {"ok": True}
-
-    return pkg
 
 
 @pytest.fixture
@@ -99,7 +30,7 @@ def registry(test_package: Package) -> Registry:
 def make_runtime(registry: Registry, tmp_path: Any) -> Iterator[Callable[..., Runtime]]:
     made: list[Runtime] = []
 
-    def make(**config: Any) -> Runtime:
+    def make(*, clock: Any = None, **config: Any) -> Runtime:
         defaults: dict[str, Any] = {
             "max_workers": 4,
             "poll_interval": timedelta(milliseconds=50),
@@ -111,6 +42,7 @@ def make_runtime(registry: Registry, tmp_path: Any) -> Iterator[Callable[..., Ru
             registry=registry,
             artifact_store=FileArtifactStore(tmp_path / "artifacts"),
             projection_store=SQLiteProjectionStore(tmp_path / "projections"),
+            **({"clock": clock} if clock else {}),
         )
         made.append(rt)
         return rt
@@ -123,6 +55,26 @@ def make_runtime(registry: Registry, tmp_path: Any) -> Iterator[Callable[..., Ru
 @pytest.fixture
 def runtime(make_runtime: Callable[..., Runtime], transactional_db: Any) -> Runtime:
     return make_runtime()
+
+
+class FakeClock:
+    """A clock tests move by hand, for lease expiry and backoff."""
+
+    def __init__(self) -> None:
+        from datetime import UTC, datetime
+
+        self.now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+    def __call__(self) -> Any:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 def drain(rt: Runtime, *, max_cycles: int = 200) -> int:

@@ -334,9 +334,7 @@ class DjangoStore:
             self._round_robin = (self._round_robin + 1) % len(names)
             names = names[self._round_robin :] + names[: self._round_robin]
         sites = ["", req.site] if req.site else [""]
-        site_sql = f"site IN ({_marks(len(sites))})"
-        index_hint = "" if self.is_postgres else " INDEXED BY step_ready_idx"
-        skip_locked = " FOR UPDATE SKIP LOCKED" if self.is_postgres else ""
+        claim_sql = self.claim_sql(len(sites))
         remaining = req.limit
         rows: list[tuple[Any, ...]] = []
         hints: list[float] = []
@@ -353,12 +351,7 @@ class DjangoStore:
                     hints.append(hint)
                 if allowance <= 0:
                     continue
-            cursor.execute(
-                "SELECT id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt"
-                f" FROM workflow_step{index_hint} WHERE state = 'ready' AND queue = %s AND available_at <= %s"
-                f" AND {site_sql} ORDER BY available_at, id LIMIT %s{skip_locked}",
-                [name, self._dt(now), *sites, allowance],
-            )
+            cursor.execute(claim_sql, [name, self._dt(now), *sites, allowance])
             got = cursor.fetchall()
             if limited and row is not None and row[2] is not None and got:
                 cursor.execute("UPDATE workflow_queue SET tokens = %s WHERE name = %s", [tokens - len(got), name])
@@ -371,6 +364,20 @@ class DjangoStore:
             if hints:
                 wake_in = min([h for h in hints] + ([wake_in] if wake_in is not None else []))
         return ClaimResult(steps=claimed, wake_in=wake_in)
+
+    def claim_sql(self, site_count: int) -> str:
+        """The claim query: oldest due ready steps of one queue, read through the ready-only index.
+
+        SQLite is told the index (``INDEXED BY``): after an ANALYZE taken while every row was
+        ready it would otherwise scan history. PostgreSQL skips rows other workers are claiming.
+        """
+        index_hint = "" if self.is_postgres else " INDEXED BY step_ready_idx"
+        skip_locked = " FOR UPDATE SKIP LOCKED" if self.is_postgres else ""
+        return (
+            "SELECT id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt"
+            f" FROM workflow_step{index_hint} WHERE state = 'ready' AND queue = %s AND available_at <= %s"
+            f" AND site IN ({_marks(site_count)}) ORDER BY available_at, id LIMIT %s{skip_locked}"
+        )
 
     def _queue_allowance(self, cursor: Any, name: str, wanted: int, now: datetime) -> tuple[int, float, float | None]:
         """Lock a limited queue's row and return (steps it may start now, tokens left, wake hint)."""

@@ -19,6 +19,16 @@ EntrypointFunc = Callable[..., None]
 ExecutorFunc = Callable[..., Any]
 
 
+def _input_type(func: Callable[..., Any], what: str) -> Any:
+    """The annotation of ``func``'s second parameter (its input), ``Any`` if unannotated, None if absent."""
+    if len(inspect.signature(func).parameters) < 2:
+        return None
+    try:
+        return typed.annotation_of(func, 1) or Any
+    except NameError as exc:
+        raise ConfigurationError(f"cannot resolve the input annotation of {what}: {exc}; define the type at module level") from exc
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Executor:
     """The code for one kind. ``input_type`` is the annotation of its second parameter, if any."""
@@ -34,14 +44,7 @@ class Executor:
     def from_function(cls, kind: str, func: ExecutorFunc, **defaults: Any) -> Executor:
         if not kind:
             raise ConfigurationError("an executor needs a kind")
-        params = list(inspect.signature(func).parameters.values())
-        typed_input = len(params) >= 2
-        return cls(
-            kind=kind,
-            func=func,
-            input_type=(typed.annotation_of(func, 1) or Any) if typed_input else None,
-            **defaults,
-        )
+        return cls(kind=kind, func=func, input_type=_input_type(func, f"executor {kind!r}"), **defaults)
 
     @property
     def is_typed(self) -> bool:
@@ -82,8 +85,7 @@ class Package:
     def entrypoint(self, func: EntrypointFunc) -> EntrypointFunc:
         """Register ``func(run, params)`` as the function that builds a run's first steps."""
         self._entrypoint = func
-        params = list(inspect.signature(func).parameters.values())
-        self.input_type = (typed.annotation_of(func, 1) or Any) if len(params) >= 2 else None
+        self.input_type = _input_type(func, f"the entrypoint of package {self.name!r}")
         return func
 
     def executor(

@@ -76,6 +76,7 @@ class Scheduler:
         self._stopping = threading.Event()
         self._abandoning = threading.Event()
         self.totals = CycleResult()
+        install_log_capture()
 
     # -- control from other threads ------------------------------------------------------
     def wake(self) -> None:
@@ -117,7 +118,6 @@ class Scheduler:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> CycleResult:
-        install_log_capture()
         self.runtime.ensure_queues()
         self._start_pool()
         self._call_store(
