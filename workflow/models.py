@@ -128,7 +128,7 @@ class Step(models.Model):
             models.Index(fields=["lease_expires_at"], condition=Q(state="running"), name="step_lease_idx"),
             models.Index(fields=["queue"], condition=Q(state="running"), name="step_running_queue_idx"),
             models.Index(fields=["run", "state"], name="step_run_state_idx"),
-            models.Index(fields=["state", "finished_at"], name="step_finished_idx"),
+            models.Index(fields=["finished_at"], condition=Q(finished_at__isnull=False), name="step_finished_idx"),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,45 @@
+# The two commands: `make run` (set up from nothing, then the dashboard + a worker) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+
+.PHONY: run test test-sqlite test-postgres bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py setupdemo
+	@echo "Dashboard: http://127.0.0.1:8000/  (Ctrl-C stops the site and the worker)"
+	@trap 'kill 0' INT TERM EXIT; \
+	  $(BIN)/python manage.py runworkers & \
+	  $(BIN)/python manage.py runserver 127.0.0.1:8000 --noreload
+
+# The whole suite on SQLite, then again on PostgreSQL when it is reachable (in CI it must be).
+test: $(BIN)/.installed lint test-sqlite test-postgres
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+test-sqlite: $(BIN)/.installed
+	$(BIN)/pytest -q
+
+test-postgres: $(BIN)/.installed
+	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect('$(PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
+	  DATABASE_URL=$(PG_URL) $(BIN)/pytest -q -m "not browser"; \
+	elif [ "$$CI" = "true" ]; then \
+	  echo "PostgreSQL is not reachable at $(PG_URL): CI requires it" >&2; exit 1; \
+	else \
+	  echo "PostgreSQL not reachable at $(PG_URL): skipping the PostgreSQL run"; \
+	fi
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var

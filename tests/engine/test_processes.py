@@ -1,0 +1,129 @@
+"""Real ``runworkers`` processes on one database: exactly-once commits, kill -9, graceful stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from workflow.conf import build_runtime
+from workflow.models import Lease, Run, Step
+
+pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url() -> str:
+    """The URL of the test database, so worker subprocesses use the same one."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    return f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture
+def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    procs: list[subprocess.Popen] = []
+
+    def spawn(*args: str, name: str = "w") -> subprocess.Popen:
+        env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings",
+               "WFSITE_VAR_DIR": str(tmp_path)}
+        log = open(tmp_path / f"{name}-{len(procs)}.log", "w")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runworkers", "--worker-id", f"{name}-{len(procs)}", *args],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def assert_no_overlapping_live_leases() -> None:
+    """From the lease rows: per step, each lease ends (released or expired) before the next is claimed."""
+    by_step: dict[int, list[Lease]] = defaultdict(list)
+    for lease in Lease.objects.order_by("claimed_at", "id"):
+        by_step[lease.step_id].append(lease)
+    for leases in by_step.values():
+        for earlier, later in zip(leases, leases[1:], strict=False):
+            ended = min(earlier.released_at or earlier.expires_at, earlier.expires_at)
+            assert ended <= later.claimed_at, f"two live leases on step {earlier.step_id}: {earlier} and {later}"
+
+
+def test_three_worker_processes__drain_a_2000_step_run_exactly_once(spawn_worker):
+    rt = build_runtime()
+    steps = [{"id": f"s{i}", "kind": "noop", "input": {"i": i}} for i in range(2000)]
+    run_id = rt.start_run("t", {"steps": steps}).id
+    workers = [spawn_worker("--burst", "--max-workers", "4", name=f"w{n}") for n in range(3)]
+    for proc in workers:
+        assert proc.wait(timeout=120) == 0
+    assert Run.objects.get(pk=run_id).state == "succeeded"
+    assert Step.objects.filter(run_id=run_id, state="succeeded").count() == 2000
+    # Exactly one committed attempt per step, and every step's lease history is clean.
+    succeeded = Lease.objects.filter(run_id=run_id, outcome="succeeded")
+    assert succeeded.count() == 2000
+    assert succeeded.values("step_id").distinct().count() == 2000
+    assert_no_overlapping_live_leases()
+    assert len(set(succeeded.values_list("worker_id", flat=True))) >= 2, "the work was shared"
+
+
+def test_killed_worker__its_step_is_finished_by_another_after_the_lease_expires(spawn_worker):
+    rt = build_runtime()
+    run_id = rt.start_run("t", {"steps": [{"id": "long", "kind": "sleep", "input": {"seconds": 3}},
+                                          {"id": "after", "kind": "noop", "deps": ["long"]}]}).id
+    victim = spawn_worker("--lease-duration", "2", name="victim")
+    wait_for(lambda: Step.objects.filter(run_id=run_id, step_id="long", state="running").exists(), 30,
+             "the victim to claim the step")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    rescuer = spawn_worker("--lease-duration", "2", name="rescuer")
+    wait_for(lambda: Run.objects.get(pk=run_id).state == "succeeded", 60, "the rescuer to finish the run")
+    rescuer.send_signal(signal.SIGTERM)
+    assert rescuer.wait(timeout=30) == 0
+    leases = list(Lease.objects.filter(step__step_id="long").order_by("claimed_at").values_list("worker_id", "outcome"))
+    assert leases == [("victim-0", "expired"), ("rescuer-1", "succeeded")]
+    assert_no_overlapping_live_leases()
+
+
+def test_sigterm__lets_a_running_step_finish_then_exits(spawn_worker):
+    rt = build_runtime()
+    run_id = rt.start_run("t", {"steps": [{"id": "s", "kind": "sleep", "input": {"seconds": 1.5}}]}).id
+    worker = spawn_worker("--grace-period", "20", name="graceful")
+    wait_for(lambda: Step.objects.filter(run_id=run_id, state="running").exists(), 30, "the claim")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert Step.objects.get(run_id=run_id).state == "succeeded"
+
+
+def test_sigterm__hands_back_what_does_not_finish_within_the_grace_period(spawn_worker):
+    rt = build_runtime()
+    run_id = rt.start_run("t", {"steps": [{"id": "s", "kind": "sleep", "input": {"seconds": 60}}]}).id
+    worker = spawn_worker("--grace-period", "0.5", name="impatient")
+    wait_for(lambda: Step.objects.filter(run_id=run_id, state="running").exists(), 30, "the claim")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    step = Step.objects.get(run_id=run_id)
+    assert (step.state, step.attempt) == ("ready", 0)  # handed back; the attempt does not count
+    assert Lease.objects.get().outcome == "abandoned"
