@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.procapp.workflows import build_test_package
+from tests.processes import ROOT, database_url
 from workflow import Config, Package, Registry, Runtime
 from workflow.artifacts import FileArtifactStore
 from workflow.dbstore import DjangoStore
@@ -90,6 +94,30 @@ def drain(rt: Runtime, *, max_cycles: int = 200) -> int:
 
 def run_graph(rt: Runtime, steps: list[dict], **options: Any) -> str:
     return rt.start_run("t", {"steps": steps}, **options).id
+
+
+@pytest.fixture
+def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    procs: list[subprocess.Popen] = []
+
+    def spawn(*args: str, name: str = "w") -> subprocess.Popen:
+        env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings",
+               "WFSITE_VAR_DIR": str(tmp_path)}
+        log_path = tmp_path / f"{name}-{len(procs)}.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "manage.py", "runworkers", "--worker-id", f"{name}-{len(procs)}", *args],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -8,4 +8,3 @@ from wfsite.settings import INSTALLED_APPS, WORKFLOW
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.procapp"]
 WORKFLOW = {**WORKFLOW, "POLL_INTERVAL": timedelta(milliseconds=50), "QUEUES": {}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-LOGGING = {"version": 1, "disable_existing_loggers": False}

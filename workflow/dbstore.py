@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -178,6 +179,7 @@ class DjangoStore:
                 with self.connection.cursor() as cursor:
                     self._ensure_queues(cursor, {s.queue for s in run.steps}, now)
                     self._insert_steps(cursor, run.id, run.steps, existing={}, now=now)
+                    self._notify(cursor)
                     self._insert_events(cursor, [self._event_row(
                         now, "run_created", run_id=run.id, message=f"run created with {len(run.steps)} steps",
                         payload={"package": run.package, "steps": len(run.steps)},
@@ -315,6 +317,8 @@ class DjangoStore:
             if not updated:
                 raise NotFound(f"queue {name!r} does not exist")
             verb = "paused" if paused else "resumed"
+            if not paused:
+                self._notify(cursor)
             self._insert_events(cursor, [self._event_row(
                 now, f"queue_{verb}", severity="warning" if paused else "info", queue=name, actor=actor,
                 message=f"queue {name} {verb}" + (f" by {actor}" if actor else ""),
@@ -336,6 +340,7 @@ class DjangoStore:
         sites = ["", req.site] if req.site else [""]
         claim_sql = self.claim_sql(len(sites))
         remaining = req.limit
+        lease_now = now
         rows: list[tuple[Any, ...]] = []
         hints: list[float] = []
         for name in names:
@@ -346,7 +351,8 @@ class DjangoStore:
             limited = row is not None and (row[1] is not None or row[2] is not None)
             tokens = 0.0
             if limited:
-                allowance, tokens, hint = self._queue_allowance(cursor, name, allowance, now)
+                allowance, tokens, hint, claim_now = self._queue_allowance(cursor, name, allowance, now)
+                lease_now = max(lease_now, claim_now)
                 if hint is not None:
                     hints.append(hint)
                 if allowance <= 0:
@@ -357,7 +363,7 @@ class DjangoStore:
                 cursor.execute("UPDATE workflow_queue SET tokens = %s WHERE name = %s", [tokens - len(got), name])
             rows.extend(got)
             remaining -= len(got)
-        claimed = self._lease(cursor, rows, req, now) if rows else ()
+        claimed = self._lease(cursor, rows, req, lease_now) if rows else ()
         wake_in: float | None = 0.0
         if remaining > 0:
             wake_in = self._next_due(cursor, names, sites, now)
@@ -379,8 +385,14 @@ class DjangoStore:
             f" AND site IN ({_marks(site_count)}) ORDER BY available_at, id LIMIT %s{skip_locked}"
         )
 
-    def _queue_allowance(self, cursor: Any, name: str, wanted: int, now: datetime) -> tuple[int, float, float | None]:
-        """Lock a limited queue's row and return (steps it may start now, tokens left, wake hint)."""
+    def _queue_allowance(
+        self, cursor: Any, name: str, wanted: int, now: datetime
+    ) -> tuple[int, float, float | None, datetime]:
+        """Lock a limited queue's row; return (steps it may start, tokens left, wake hint, claim time).
+
+        The claim time is never earlier than the bucket's last refill: a worker that waited for
+        the lock must not stamp its leases before the tokens it spends existed.
+        """
         cursor.execute(
             "SELECT max_workers, rate, per_seconds, burst, tokens, refilled_at FROM workflow_queue WHERE name = %s"
             + self._lock_suffix(),
@@ -392,18 +404,20 @@ class DjangoStore:
         if max_workers is not None:
             cursor.execute("SELECT COUNT(*) FROM workflow_step WHERE state = 'running' AND queue = %s", [name])
             allowance = min(allowance, max_workers - cursor.fetchone()[0])
+        last = self._parse_dt(refilled_at)
+        if last is not None and last > now:
+            now = last
         if rate is not None:
             per_second = rate / per_seconds
-            last = self._parse_dt(refilled_at)
-            elapsed = max((now - last).total_seconds(), 0.0) if last else math.inf
+            elapsed = (now - last).total_seconds() if last else math.inf
             tokens = min(float(burst), (tokens or 0.0) + elapsed * per_second)
             cursor.execute(
                 "UPDATE workflow_queue SET tokens = %s, refilled_at = %s WHERE name = %s", [tokens, self._dt(now), name]
             )
-            allowance = min(allowance, int(math.floor(tokens + 1e-9)))
+            allowance = min(allowance, int(math.floor(tokens)))
             if tokens < 1:
                 hint = (1 - tokens) / per_second
-        return allowance, tokens, hint
+        return allowance, tokens, hint, now
 
     def _next_due(self, cursor: Any, names: list[str], sites: list[str], now: datetime) -> float | None:
         if not names:
@@ -521,9 +535,12 @@ class DjangoStore:
                 " log = %s, started_at = %s WHERE token = %s",
                 lease_updates,
             )
+        already = self._already_committed(cursor, fenced)
         for o in fenced:
-            if o.lease_outcome == "expired":
-                continue  # the worker committed first: its result stands
+            if o.lease_outcome == "expired" or o.step.lease.token in already:
+                # The worker committed first (a reclaim lost the race), or this very commit went
+                # through before the connection dropped and is being retried: nothing to reject.
+                continue
             events.append(self._event_row(
                 now, "commit_rejected", severity="warning", run_id=o.step.run_id, step_id=o.step.step_id,
                 queue=o.step.queue, worker_id=o.step.lease.worker_id,
@@ -542,10 +559,67 @@ class DjangoStore:
         made_ready += self._release_dependents(cursor, valid, now)
         self._insert_events(cursor, events)
         finished = self._settle_runs(cursor, sorted({o.step.run_id for o in valid}), now)
+        if made_ready:
+            self._notify(cursor)
         return CommitReport(
-            committed=len(valid), discarded=sum(1 for o in fenced if o.lease_outcome != "expired"),
+            committed=len(valid),
+            discarded=sum(1 for o in fenced if o.lease_outcome != "expired" and o.step.lease.token not in already),
             succeeded=succeeded, retried=retried, failed=failed, made_ready=made_ready, runs_finished=tuple(finished),
         )
+
+    @staticmethod
+    def _already_committed(cursor: Any, fenced: Sequence[Outcome]) -> set[str]:
+        """Tokens whose lease row already records this very outcome (a retried, applied commit)."""
+        wanted = {o.step.lease.token: o.lease_outcome for o in fenced if o.lease_outcome != "expired"}
+        found: set[str] = set()
+        tokens = sorted(wanted)
+        for chunk in _chunks(tokens):
+            cursor.execute(f"SELECT token, outcome FROM workflow_lease WHERE token IN ({_marks(len(chunk))})", list(chunk))
+            found.update(token for token, outcome in cursor.fetchall() if outcome and outcome == wanted[token])
+        return found
+
+    # -- wake-ups (PostgreSQL LISTEN/NOTIFY) -----------------------------------------------------
+    CHANNEL = "workflow_ready"
+
+    def _notify(self, cursor: Any) -> None:
+        """Tell idle workers on other hosts that steps became ready (delivered at commit)."""
+        if self.is_postgres:
+            cursor.execute("SELECT pg_notify(%s, '')", [self.CHANNEL])
+
+    def listen(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake`` whenever another process makes steps ready; return a function that stops it.
+
+        PostgreSQL only (None elsewhere). The listener has its own connection and reconnects
+        with backoff when the server goes away.
+        """
+        if not self.is_postgres:
+            return None
+        import psycopg
+
+        params = self.connection.get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        stopped = threading.Event()
+
+        def loop() -> None:
+            delay = 0.1
+            while not stopped.is_set():
+                try:
+                    with psycopg.connect(**params, autocommit=True) as conn:
+                        conn.execute(f"LISTEN {self.CHANNEL}")
+                        delay = 0.1
+                        wake()  # anything made ready while we were not listening
+                        while not stopped.is_set():
+                            for _ in conn.notifies(timeout=1.0, stop_after=1):
+                                wake()
+                except Exception as exc:  # the server restarted or the network blinked
+                    log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
+                    stopped.wait(delay)
+                    delay = min(delay * 2, 10.0)
+
+        thread = threading.Thread(target=loop, name="workflow-listen", daemon=True)
+        thread.start()
+        return stopped.set
 
     def _outcome_event(self, o: Outcome, now: datetime) -> tuple[Any, ...]:
         step = o.step
@@ -801,6 +875,7 @@ class DjangoStore:
                     [now_db, now_db, *chunk],
                 )
                 handed += cursor.rowcount
+                self._notify(cursor)
                 cursor.execute(
                     f"UPDATE workflow_lease SET released_at = %s, outcome = 'abandoned' WHERE token IN ({marks})"
                     " AND released_at IS NULL",
@@ -833,6 +908,7 @@ class DjangoStore:
                 Run.objects.using(self.using).filter(pk=run_id).update(
                     state=RunState.RUNNING, finished_at=None, updated_at=now
                 )
+            self._notify(cursor)
             self._insert_events(cursor, [self._event_row(
                 now, "step_retried", severity="info", run_id=run_id, step_id=step_id, queue=step.queue, actor=actor,
                 message=f"retried by {actor}" if actor else "retried",

@@ -2,75 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-from django.db import connection
 
+from tests.processes import assert_no_overlapping_live_leases, wait_for
 from workflow.conf import build_runtime
 from workflow.models import Lease, Run, Step
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def database_url() -> str:
-    """The URL of the test database, so worker subprocesses use the same one."""
-    s = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{s['NAME']}"
-    return f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-@pytest.fixture
-def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    procs: list[subprocess.Popen] = []
-
-    def spawn(*args: str, name: str = "w") -> subprocess.Popen:
-        env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings",
-               "WFSITE_VAR_DIR": str(tmp_path)}
-        log = open(tmp_path / f"{name}-{len(procs)}.log", "w")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runworkers", "--worker-id", f"{name}-{len(procs)}", *args],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        procs.append(proc)
-        return proc
-
-    yield spawn
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def assert_no_overlapping_live_leases() -> None:
-    """From the lease rows: per step, each lease ends (released or expired) before the next is claimed."""
-    by_step: dict[int, list[Lease]] = defaultdict(list)
-    for lease in Lease.objects.order_by("claimed_at", "id"):
-        by_step[lease.step_id].append(lease)
-    for leases in by_step.values():
-        for earlier, later in zip(leases, leases[1:], strict=False):
-            ended = min(earlier.released_at or earlier.expires_at, earlier.expires_at)
-            assert ended <= later.claimed_at, f"two live leases on step {earlier.step_id}: {earlier} and {later}"
-
 
 def test_three_worker_processes__drain_a_2000_step_run_exactly_once(spawn_worker):
     rt = build_runtime()

@@ -55,6 +55,16 @@ def build_test_package() -> Package:
             raise permanent("file_present", f"{step.raw_input['path']} exists")
         return {"fixed": True}
 
+    @pkg.executor("chaos")
+    def chaos(step: StepContext) -> dict:
+        # A little work, and a retryable failure one time in ten.
+        import random
+
+        time.sleep(random.uniform(0, 0.004))
+        if random.random() < 0.1:
+            raise retryable("chaos", "random failure")
+        return {"attempt": step.attempt}
+
     @pkg.executor("crash")
     def crash(step: StepContext) -> None:
         raise RuntimeError("unexpected")

@@ -133,6 +133,8 @@ class Scheduler:
                 self.runtime.clock(),
             )
         )
+        listen = getattr(self.store, "listen", None)
+        stop_listening = listen(self.wake) if listen else None
         log.info("worker started worker=%s max_workers=%d queues=%s site=%s", self.worker_id, self.max_workers,
                  ",".join(self.queues) if self.queues else "*", self.site or "-")
         outcomes: list[Outcome] = []
@@ -193,6 +195,8 @@ class Scheduler:
                 elif self.burst and not self._in_flight and not claimed.steps and claimed.wake_in is None:
                     break
         finally:
+            if stop_listening:
+                stop_listening()
             self._hand_back_all()
             self._stop_pool()
             self._call_store(lambda: self.store.worker_stopped(self.worker_id, self.runtime.clock()))

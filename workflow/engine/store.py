@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, Protocol
@@ -61,6 +61,10 @@ class Store(Protocol):
     def worker_seen(self, worker_id: str, running: int, now: datetime) -> None: ...
     def worker_stopped(self, worker_id: str, now: datetime) -> None: ...
     def record_event(self, kind: str, *, severity: str = "info", message: str = "", **fields: Any) -> None: ...
+
+    def listen(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake`` when another process makes steps ready; return a stopper (None: unsupported)."""
+        ...
 
     def after_step(self) -> None:
         """Release per-thread resources an executor may have opened (database connections)."""
