@@ -342,3 +342,17 @@ def test_store_artifact__a_blob_that_could_not_be_deleted_is_swept_by_prune_orph
     assert report.orphan_keys == (leftover.relative_to(store.root).as_posix(),)
     assert not leftover.exists()
     assert store.exists(referenced)
+
+
+def test_stream_file__looks_like_an_unseekable_stream_to_storages(store: FileArtifactStore) -> None:
+    from workflow.artifacts import _HashingReader, _StreamFile
+
+    reader = _HashingReader(io.BytesIO(b"abc"))
+    stream = _StreamFile(reader, "ab/x", "text/plain")
+    assert stream.content_type == "text/plain" and not stream.closed and not stream.seekable()
+    assert stream.size is None  # unknown until read to the end
+    assert stream.seek(0) == 0  # a rewind before reading is harmless
+    assert b"".join(stream.chunks()) == b"abc"
+    assert stream.size == 3 and stream.tell() == 3
+    with pytest.raises(io.UnsupportedOperation):
+        stream.seek(0)

@@ -165,8 +165,9 @@ def test_prune_runs__rechecks_each_batch_inside_its_transaction(runtime: Runtime
     from workflow.retention import _Tally
 
     tally = _Tally()
-    keys = _delete_batch(connection, world["active"] + world["recent"], timezone.now() - timedelta(days=30), tally)
-    assert keys == [] and tally.counts == {}
+    deleted, keys = _delete_batch(connection, world["active"] + world["recent"], timezone.now() - timedelta(days=30),
+                                  tally)
+    assert deleted == set() and keys == [] and tally.counts == {}
     assert Run.objects.filter(pk__in=world["active"] + world["recent"]).count() == 4
 
 
@@ -324,3 +325,27 @@ def test_command__orphans_reports_and_deletes_unreferenced_old_blobs(site: Runti
 ])
 def test_parse_duration__reads_units(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
+
+
+def test_prune_runs__skips_a_run_retried_between_the_candidate_query_and_its_batch(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workflow.retention as retention
+
+    failed = runtime.start_run("t", {"steps": [{"id": "f", "kind": "fail"}]}).id
+    others = make_runs(runtime, 2)
+    drain(runtime)
+    Run.objects.filter(pk=failed).update(finished_at=timezone.now() - OLD)
+    real = retention._delete_batch
+
+    def retry_first(connection: Any, ids: list[str], cutoff: Any, tally: Any) -> Any:
+        if failed in ids and Run.objects.get(pk=failed).state == RunState.FAILED:
+            runtime.retry_step(failed, "f", actor="ops")  # an operator acts at just this moment
+        return real(connection, ids, cutoff, tally)
+
+    monkeypatch.setattr(retention, "_delete_batch", retry_first)
+    report = prune_runs(older_than=timedelta(days=30), artifact_store=runtime.artifact_store)
+    assert report.runs == 2
+    assert not Run.objects.filter(pk__in=others).exists()
+    assert Run.objects.get(pk=failed).state == RunState.RUNNING
+    assert Step.objects.filter(run_id=failed).count() == 1

@@ -65,6 +65,7 @@ class _HashingReader:
         self._body = body
         self.digest = hashlib.sha256()
         self.size = 0
+        self.at_eof = False
 
     def read(self, n: int | None = -1) -> bytes:
         # Never read the whole body at once, even when a storage asks for "everything".
@@ -74,6 +75,8 @@ class _HashingReader:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidInput(f"artifact body must yield bytes, got {type(data).__name__} (open files in 'rb' mode)")
         data = bytes(data)
+        if not data:
+            self.at_eof = True
         self.digest.update(data)
         self.size += len(data)
         return data
@@ -109,9 +112,19 @@ class _StreamFile(File):
     def seekable(self) -> bool:
         return False
 
-    @property
-    def size(self) -> int:  # type: ignore[override]
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        # Storages that "rewind" before uploading may do so while nothing has been read.
+        if offset == 0 and whence in (io.SEEK_SET, io.SEEK_CUR) and self._reader.size == 0:
+            return 0
+        raise io.UnsupportedOperation("an artifact body is a stream: it cannot seek")
+
+    def tell(self) -> int:
         return self._reader.size
+
+    @property
+    def size(self) -> int | None:  # type: ignore[override]
+        """The length once the stream is exhausted; None before (an honest "unknown length")."""
+        return self._reader.size if self._reader.at_eof else None
 
     @property
     def closed(self) -> bool:

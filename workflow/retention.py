@@ -25,7 +25,7 @@ from itertools import islice
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import Min, Q
+from django.db.models import Min
 from django.utils import timezone
 
 from .models import Artifact, Dependency, Event, Lease, Record, Run, Step
@@ -161,26 +161,25 @@ def prune_runs(
     store = _settings_store() if artifact_store is _DEFAULT else artifact_store
     cutoff = (now or timezone.now()) - older_than
     tally = _Tally()
-    batches = 0
-    last: tuple[datetime, str] | None = None
-    while True:
-        # Keyset pagination on (finished_at, id), served by the run_finished_idx index.
+    if dry_run:
         candidates = Run.objects.using(using).finished_before(cutoff)
         if package:
             candidates = candidates.filter(package=package)
-        if last is not None:
-            candidates = candidates.filter(Q(finished_at__gt=last[0]) | Q(finished_at=last[0], id__gt=last[1]))
-        batch = list(candidates.order_by("finished_at", "id").values_list("id", "finished_at")[:batch_size])
-        if not batch:
-            break
-        last = (batch[-1][1], batch[-1][0])
-        batches += 1
-        ids = [run_id for run_id, _ in batch]
-        if dry_run:
-            keys = _count_batch(connection, ids, tally)
-            tally.add("blobs", len(keys))
-        else:
-            keys = _delete_batch(connection, ids, cutoff, tally)
+        _count_all(connection, candidates, tally)
+        batches = -(-tally.counts.get("runs", 0) // batch_size)
+    else:
+        batches = 0
+        skipped: list[str] = []  # candidates that became active meanwhile (rare)
+        since: Any = None
+        while True:
+            found = _candidates(connection, cutoff, package=package, since=since, skipped=skipped, limit=batch_size)
+            if not found:
+                break
+            since = found[-1][1]
+            ids = [run_id for run_id, _ in found]
+            batches += 1
+            deleted, keys = _delete_batch(connection, ids, cutoff, tally)
+            skipped.extend(set(ids) - deleted)
             _delete_blobs(store, keys, tally)
     c = tally.counts
     return PruneReport(
@@ -204,18 +203,53 @@ def _storage_keys(cursor: Any, connection: Any, ids: list[str]) -> list[str]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def _count_batch(connection: Any, ids: list[str], tally: _Tally) -> list[str]:
+def _candidates(
+    connection: Any, cutoff: datetime, *, package: str | None, since: Any, skipped: list[str], limit: int
+) -> list[tuple[str, Any]]:
+    """The next ``limit`` old finished runs, oldest first, as (id, raw finished_at).
+
+    The scan walks the ``run_finished_idx`` index from ``since`` (the last batch's newest
+    finished_at: deleted runs drop out, so no tie-break is needed), which keeps every batch's
+    cost proportional to the batch, not to the table. SQLite is told to use that index:
+    without statistics its planner prefers the state index and sorts every finished run.
+    """
+    hint = " INDEXED BY run_finished_idx" if connection.vendor == "sqlite" else ""
+    where = ["finished_at < %s", f"state IN ({_marks(len(FINISHED_STATES))})"]
+    params: list[Any] = [connection.ops.adapt_datetimefield_value(cutoff), *FINISHED_STATES]
+    if since is not None:
+        where.append("finished_at >= %s")
+        params.append(since)
+    if package:
+        where.append("package = %s")
+        params.append(package)
+    if skipped:
+        where.append(f"id NOT IN ({_marks(len(skipped))})")
+        params.extend(skipped)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, finished_at FROM {_table(connection, Run)}{hint} WHERE {' AND '.join(where)}"
+            " ORDER BY finished_at LIMIT %s",
+            [*params, limit],
+        )
+        return [(row[0], row[1]) for row in cursor.fetchall()]
+
+
+def _count_all(connection: Any, candidates: Any, tally: _Tally) -> None:
+    """Count what would go: one read-only COUNT per table over the candidate subquery."""
+    sql, params = candidates.order_by().values("id").query.get_compiler(connection=connection).as_sql()
     with connection.cursor() as cursor:
         for name, model, column in OWNED_TABLES:
-            cursor.execute(
-                f"SELECT COUNT(*) FROM {_table(connection, model)} WHERE {column} IN ({_marks(len(ids))})", ids
-            )
+            cursor.execute(f"SELECT COUNT(*) FROM {_table(connection, model)} WHERE {column} IN ({sql})", params)
             tally.add(name, cursor.fetchone()[0])
-        return _storage_keys(cursor, connection, ids)
+        cursor.execute(
+            f"SELECT COUNT(*) FROM {_table(connection, Artifact)} WHERE storage_key IS NOT NULL AND run_id IN ({sql})",
+            params,
+        )
+        tally.add("blobs", cursor.fetchone()[0])
 
 
-def _delete_batch(connection: Any, ids: list[str], cutoff: datetime, tally: _Tally) -> list[str]:
-    """Delete one batch of runs in one transaction; return the storage keys of their blobs."""
+def _delete_batch(connection: Any, ids: list[str], cutoff: datetime, tally: _Tally) -> tuple[set[str], list[str]]:
+    """Delete one batch of runs in one transaction; return the ids deleted and their blobs' keys."""
     lock = " FOR UPDATE" if connection.vendor == "postgresql" else ""  # SQLite: IMMEDIATE already locks
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         # Re-check under the lock: a run retried since the candidate query is active again.
@@ -226,12 +260,12 @@ def _delete_batch(connection: Any, ids: list[str], cutoff: datetime, tally: _Tal
         )
         ids = [row[0] for row in cursor.fetchall()]
         if not ids:
-            return []
+            return set(), []
         keys = _storage_keys(cursor, connection, ids)
         for name, model, column in OWNED_TABLES:
             cursor.execute(f"DELETE FROM {_table(connection, model)} WHERE {column} IN ({_marks(len(ids))})", ids)
             tally.add(name, cursor.rowcount)
-    return keys
+    return set(ids), keys
 
 
 def _delete_blobs(store: Any, keys: list[str], tally: _Tally) -> None:
