@@ -4,7 +4,8 @@
 re-checks, inside its transaction, that its runs are still finished and old enough (an operator
 may have retried one meanwhile), then deletes child rows with explicit
 ``DELETE ... WHERE run_id IN (...)`` in dependency order. Django's cascade collector would load
-every row into memory first, which does not scale to a million events. Blobs are deleted only
+every row into memory first, which does not scale to a million events. A dry run changes
+nothing, so it counts everything in one read-only pass instead of batches. Blobs are deleted only
 after the batch's transaction has committed: a failed commit never leaves rows pointing at
 deleted blobs, and a blob that cannot be deleted is reported (``prunewf --orphans`` finds it
 again later).
