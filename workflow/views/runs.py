@@ -1,0 +1,91 @@
+"""The overview and the runs list, with bulk cancel and bulk retry-failed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django_htmx.http import HttpResponseClientRefresh, HttpResponseStopPolling
+
+from .. import operator, queries
+from ..engine.registry import registry
+from .common import operator_action, render_fragment, viewer
+
+RUNS_PER_PAGE = 50
+MAX_BULK = 500
+
+
+@viewer("workflow.view_run", "workflow.view_step")
+def overview(request: HttpRequest) -> HttpResponse:
+    counts = queries.run_state_counts()
+    return render(request, "workflow/overview.html", {
+        "counts": counts,
+        "total": sum(counts.values()),
+        "failures": queries.recent_failures(since=timedelta(hours=24)),
+        "latest_failed": queries.latest_failed_steps(limit=10),
+        "packages": registry.packages(),
+    })
+
+
+@viewer("workflow.view_run")
+def runs(request: HttpRequest) -> HttpResponse:
+    filters = queries.RunFilters.from_params(request.GET)
+    page = queries.runs_page(
+        filters, limit=RUNS_PER_PAGE, after=request.GET.get("after"), before=request.GET.get("before")
+    )
+    progress = queries.progress_for(run.id for run in page.rows)
+    rows = [(run, progress[run.id]) for run in page.rows]
+    any_active = any(run.is_active for run in page.rows)
+    package_names = sorted({p.name for p in registry.packages()} | ({filters.package} - {""}))
+    context = {
+        "filters": filters,
+        "page": page,
+        "rows": rows,
+        "any_active": any_active,
+        "packages": package_names,
+        "states": queries.RUN_STATES,
+        "poll_url": request.get_full_path(),
+    }
+    if request.htmx and request.htmx.target == "runs-table":
+        response = render_fragment(request, "workflow/_runs_table.html", context)
+        if not any_active:
+            response.status_code = HttpResponseStopPolling.status_code
+        return response
+    return render(request, "workflow/runs.html", context)
+
+
+@operator_action
+def runs_bulk(request: HttpRequest) -> HttpResponse:
+    """Cancel, or retry the failed steps of, the selected runs; report counts as a message."""
+    action = request.POST.get("action", "")
+    run_ids = [rid for rid in request.POST.getlist("run") if rid][:MAX_BULK]
+    if action not in {"cancel", "retry_failed"}:
+        messages.error(request, "Unknown bulk action.")
+    elif not run_ids:
+        messages.warning(request, "Select at least one run first.")
+    elif action == "cancel":
+        result = operator.cancel_runs(run_ids, user=request.user)
+        _report(request, f"Canceled {result.done} of {len(run_ids)} selected runs", result)
+    else:
+        result = operator.retry_failed_in_runs(run_ids, user=request.user)
+        _report(request, f"Retried {result.done} failed steps in {len(run_ids)} selected runs", result)
+    if request.htmx:
+        return HttpResponseClientRefresh()
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        back = reverse("workflow:runs")
+    return HttpResponseRedirect(back)
+
+
+def _report(request: HttpRequest, text: str, result: operator.BulkResult) -> None:
+    if result.skipped:
+        reasons = "; ".join(result.skipped[:3]) + ("; …" if len(result.skipped) > 3 else "")
+        messages.warning(request, f"{text}; {len(result.skipped)} skipped ({reasons}).")
+    elif result.done:
+        messages.success(request, f"{text}.")
+    else:
+        messages.info(request, f"{text}: nothing to do.")
