@@ -111,7 +111,8 @@ def artifact_store() -> Any:
 
     from .artifacts import StorageArtifactStore
 
-    alias = workflow_settings().get("ARTIFACT_STORAGE", "default")
+    default = "artifacts" if "artifacts" in getattr(settings, "STORAGES", {}) else "default"
+    alias = workflow_settings().get("ARTIFACT_STORAGE", default)
     if alias is None:
         return None
     return StorageArtifactStore(storages[alias])

@@ -92,6 +92,7 @@ class DjangoStore:
         self.using = using
         self._known_queues: set[str] = set()
         self._round_robin = 0
+        self._dt_memo: tuple[Any, Any] = (None, None)
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -103,7 +104,15 @@ class DjangoStore:
         return self.connection.vendor == "postgresql"
 
     def _dt(self, value: datetime | None) -> Any:
-        return None if value is None else self.connection.ops.adapt_datetimefield_value(value)
+        """A datetime as the database driver takes it; the last one is memoised (``now`` repeats)."""
+        if value is None:
+            return None
+        memo = self._dt_memo
+        if memo[0] is value:
+            return memo[1]
+        adapted = self.connection.ops.adapt_datetimefield_value(value)
+        self._dt_memo = (value, adapted)
+        return adapted
 
     @staticmethod
     def _parse_dt(value: Any) -> datetime | None:
@@ -119,8 +128,11 @@ class DjangoStore:
     def _transaction(self) -> Iterator[Any]:
         """One atomic block; a lost or locked database becomes ``StoreUnavailable``."""
         try:
-            with transaction.atomic(using=self.using), self.connection.cursor() as cursor:
-                yield cursor
+            with transaction.atomic(using=self.using):
+                # A plain cursor even under DEBUG: logging every hot-path query costs more than the SQL.
+                conn = self.connection
+                with conn.make_cursor(conn.create_cursor()) as cursor:
+                    yield cursor
         except (OperationalError, InterfaceError) as exc:
             self._reset_connection()
             raise StoreUnavailable(str(exc)) from exc
@@ -561,9 +573,13 @@ class DjangoStore:
         finished = self._settle_runs(cursor, sorted({o.step.run_id for o in valid}), now)
         if made_ready:
             self._notify(cursor)
+        rejected = frozenset(
+            o.step.lease.token for o in fenced if o.lease_outcome != "expired" and o.step.lease.token not in already
+        )
         return CommitReport(
             committed=len(valid),
-            discarded=sum(1 for o in fenced if o.lease_outcome != "expired" and o.step.lease.token not in already),
+            discarded=len(rejected),
+            rejected=rejected,
             succeeded=succeeded, retried=retried, failed=failed, made_ready=made_ready, runs_finished=tuple(finished),
         )
 

@@ -61,7 +61,8 @@ class Scheduler:
         self.queues = tuple(queues) if queues else None
         self.site = site or None
         self.max_workers = max_workers or config.max_workers
-        self.capacity = self.max_workers + (config.prefetch or self.max_workers)
+        self._fixed_prefetch = config.prefetch
+        self._avg_exec_seconds = 1.0  # an estimate of step duration, updated from outcomes
         self.poll_seconds = (poll_interval or config.poll_interval).total_seconds()
         self.lease_duration = lease_duration or config.lease_duration
         self.heartbeat_seconds = min(config.effective_heartbeat, self.lease_duration / 3).total_seconds()
@@ -205,6 +206,23 @@ class Scheduler:
                      self.totals.failed, self.totals.discarded)
         return self.totals
 
+    @property
+    def capacity(self) -> int:
+        """Threads plus prefetch: short steps are claimed in batches so commits batch too.
+
+        Long steps prefetch little, so they are not hoarded from other workers.
+        """
+        if self._fixed_prefetch:
+            return self.max_workers + self._fixed_prefetch
+        short = self._avg_exec_seconds < 0.005
+        return self.max_workers + (max(64, self.max_workers) if short else self.max_workers)
+
+    def _learn(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.started_at and outcome.finished_at:
+                seconds = (outcome.finished_at - outcome.started_at).total_seconds()
+                self._avg_exec_seconds += 0.2 * (seconds - self._avg_exec_seconds)
+
     # -- pieces ------------------------------------------------------------------------------
     def _commit_and_claim(self, outcomes: list[Outcome], limit: int) -> tuple[CommitReport, ClaimResult]:
         request = None
@@ -225,8 +243,11 @@ class Scheduler:
             log.exception("commit failed; retrying one step at a time worker=%s", self.worker_id)
             report = self._commit_each(outcomes)
             claimed = ClaimResult(steps=(), wake_in=self.poll_seconds)
+        self._learn(outcomes)
         for outcome in outcomes:
             self._in_flight.pop(outcome.step.lease.token, None)
+            if outcome.step.lease.token in report.rejected:
+                self.runtime.discard_blobs(outcome.artifacts)  # its artifact rows never committed
             if outcome.lease_outcome != "expired":
                 self._log_outcome(outcome)
         for step in claimed.steps:
@@ -236,6 +257,7 @@ class Scheduler:
 
     def _commit_each(self, outcomes: list[Outcome]) -> CommitReport:
         total = CycleResult()
+        rejected: set[str] = set()
         for outcome in outcomes:
             try:
                 report, _ = self.store.complete_and_claim([outcome], None, self.runtime.clock())
@@ -253,8 +275,10 @@ class Scheduler:
                                   outcome.step.step_id)
                     continue
             total.add(report)
+            rejected |= report.rejected
         return CommitReport(succeeded=total.succeeded, retried=total.retried, failed=total.failed,
-                            discarded=total.discarded, runs_finished=tuple(total.runs_finished))
+                            discarded=total.discarded, runs_finished=tuple(total.runs_finished),
+                            rejected=frozenset(rejected))
 
     def _log_outcome(self, outcome: Outcome) -> None:
         if not log.isEnabledFor(logging.INFO):

@@ -366,6 +366,7 @@ class CommitReport:
     failed: int = 0
     made_ready: int = 0
     runs_finished: tuple[str, ...] = ()
+    rejected: frozenset[str] = frozenset()  # lease tokens whose commit was fenced off
 
 
 @dataclass(slots=True, kw_only=True)
