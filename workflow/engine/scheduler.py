@@ -250,8 +250,8 @@ class Scheduler:
                 self.runtime.discard_blobs(outcome.artifacts)  # its artifact rows never committed
             if outcome.lease_outcome != "expired":
                 self._log_outcome(outcome)
-        for step in claimed.steps:
-            log.debug("step claimed run=%s step=%s kind=%s attempt=%d worker=%s", step.run_id, step.step_id,
+        for step in claimed.steps if log.isEnabledFor(logging.INFO) else ():
+            log.info("step claimed run=%s step=%s kind=%s attempt=%d worker=%s", step.run_id, step.step_id,
                       step.kind, step.attempt, self.worker_id)
         return report, claimed
 
