@@ -21,6 +21,7 @@ from django.db.models.fields.json import KT
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from .engine.errors import WorkflowError
 from .engine.values import RunState, StepState
 from .graph import GraphEdge, GraphNode
 from .models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step
@@ -575,7 +576,7 @@ def open_artifact(artifact: Artifact) -> Any:
         raise BlobMissing(f"artifact {artifact.name!r} is stored externally but no artifact store is configured")
     try:
         return store.open(artifact.storage_key)
-    except (FileNotFoundError, OSError) as exc:
+    except (OSError, WorkflowError) as exc:  # FileNotFoundError, or a key the store refuses
         raise BlobMissing(f"the blob of artifact {artifact.name!r} ({artifact.id}) is missing from the store") from exc
 
 

@@ -42,8 +42,13 @@ def build_dashboard_package() -> Package:
         step.artifact("summary.json", "application/json", b'{"distinct": 2, "top": ["alpha"]}')
         step.artifact("page.html", "text/html", f"<h1>hi</h1>{EVIL}".encode())
         step.artifact("pixel.png", "image/png", PNG_1PX)
-        step.record("reports", step.step.step_id, {"rows": 2})
+        step.record("reports", step.step.step_id, {"rows": 2, "note": EVIL})
         return {"html": EVIL, "rows": 2}
+
+    @pkg.executor("stored")
+    def stored(step: StepContext) -> dict:
+        step.store_artifact("table.csv", "text/csv", b"word,count\nalpha,3\n")
+        return {"stored": True}
 
     return pkg
 

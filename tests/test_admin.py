@@ -1,0 +1,111 @@
+"""The admin: every model registered, engine fields read-only, actions through the operator service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+
+from tests.conftest import run_graph
+from tests.views.conftest import (  # noqa: F401  (fixtures shared with the view tests)
+    VIEW_PERMS,
+    _close_gate,
+    active_run,
+    failed_run,
+    report_run,
+    test_package,
+)
+from workflow import models
+from workflow.models import Event, Run, Step
+
+pytestmark = pytest.mark.django_db(transaction=True)
+MODELS = [models.Run, models.Step, models.Dependency, models.Lease, models.Artifact, models.Record, models.Event,
+          models.Queue, models.Worker]
+
+
+@pytest.fixture
+def admin_client_(transactional_db: Any) -> Client:
+    user = User.objects.create_superuser("root", "root@example.test", "pw-root-123")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def staff_viewer_client(transactional_db: Any) -> Client:
+    user = User.objects.create_user("sam", password="pw-sam-123", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="workflow", codename__in=VIEW_PERMS))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def changelist(model: type) -> str:
+    return reverse(f"admin:workflow_{model._meta.model_name}_changelist")
+
+
+def test_every_model_is_registered_without_full_counts() -> None:
+    for model in MODELS:
+        model_admin = admin.site._registry[model]
+        assert model_admin.show_full_result_count is False, model
+
+
+def test_changelists_and_change_pages_render(admin_client_: Client, report_run: str, failed_run: str) -> None:
+    for model in MODELS:
+        response = admin_client_.get(changelist(model))
+        assert response.status_code == 200, model
+        obj = model.objects.first()
+        if obj is not None:
+            url = reverse(f"admin:workflow_{model._meta.model_name}_change", args=[obj.pk])
+            assert admin_client_.get(url).status_code == 200, model
+    assert admin_client_.get(changelist(Run), {"q": failed_run}).status_code == 200
+    assert admin_client_.get(changelist(Step), {"state__exact": "failed"}).status_code == 200
+
+
+def test_engine_fields_are_read_only_and_rows_link_together(admin_client_: Client, failed_run: str) -> None:
+    step = Step.objects.get(run_id=failed_run, step_id="b")
+    page = admin_client_.get(reverse("admin:workflow_step_change", args=[step.pk])).content.decode()
+    assert 'name="state"' not in page and 'name="lease_token"' not in page
+    assert reverse("admin:workflow_run_change", args=[failed_run]) in page  # step -> run
+    assert f"{changelist(models.Lease)}?step__id__exact={step.pk}" in page  # step -> attempts
+    run_page = admin_client_.get(reverse("admin:workflow_run_change", args=[failed_run])).content.decode()
+    assert f"{changelist(Step)}?run__id__exact={failed_run}" in run_page  # run -> steps
+    lease = models.Lease.objects.filter(step=step).first()
+    lease_page = admin_client_.get(reverse("admin:workflow_lease_change", args=[lease.pk])).content.decode()
+    assert reverse("admin:workflow_step_change", args=[step.pk]) in lease_page  # attempt -> step
+    assert admin_client_.get(reverse("admin:workflow_step_add")).status_code == 403
+
+
+def test_action__retry_selected_failed_steps(admin_client_: Client, failed_run: str) -> None:
+    picked = Step.objects.filter(run_id=failed_run, step_id__in=["a", "b"]).values_list("pk", flat=True)
+    response = admin_client_.post(changelist(Step), {
+        "action": "retry_selected_failed_steps", "_selected_action": [str(pk) for pk in picked],
+    }, follow=True)
+    text = response.content.decode()
+    assert "Retried 1 failed steps." in text and "Skipped 1" in text
+    assert Step.objects.get(run_id=failed_run, step_id="b").state == "ready"
+    assert Event.objects.get(run_id=failed_run, kind="step_retried").actor == "root"
+
+
+def test_action__cancel_selected_runs(admin_client_: Client, failed_run: str, runtime: Any) -> None:
+    active = run_graph(runtime, [{"id": "w", "kind": "noop"}])
+    response = admin_client_.post(changelist(Run), {
+        "action": "cancel_selected_runs", "_selected_action": [active, failed_run],
+    }, follow=True)
+    text = response.content.decode()
+    assert "Canceled 1 runs." in text and "Skipped 1" in text
+    assert Run.objects.get(pk=active).state == "canceled"
+    assert Run.objects.get(pk=failed_run).state == "failed"
+    assert Event.objects.get(run_id=active, kind="run_canceled").actor == "root"
+
+
+def test_actions__need_the_operate_permission(staff_viewer_client: Client, runtime: Any) -> None:
+    active = run_graph(runtime, [{"id": "w", "kind": "noop"}])
+    page = staff_viewer_client.get(changelist(Run)).content.decode()
+    assert "cancel_selected_runs" not in page
+    staff_viewer_client.post(changelist(Run), {"action": "cancel_selected_runs", "_selected_action": [active]})
+    assert Run.objects.get(pk=active).state != "canceled"

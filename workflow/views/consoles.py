@@ -1,0 +1,373 @@
+"""Operator consoles: the engine overview, failing steps, queue monitor, events and engine status.
+
+Thin views over ``workflow.metrics`` (aggregates) and ``workflow.operator`` (pause and resume).
+Every page is login-only with view permissions; actions are POST, CSRF-checked, need
+``workflow.operate`` and are audited by the operator service.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.db import connections
+from django.db.migrations.recorder import MigrationRecorder
+from django.db.models import Q
+from django.db.models.fields.json import KT
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+
+from .. import metrics, operator, queries
+from ..engine.values import StepState
+from ..models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step, Worker
+from .common import operator_action, render_fragment, viewer
+
+EVENTS_PER_PAGE = 100
+STEPS_PER_PAGE = 50
+EVENT_KINDS = [
+    "run_created", "run_canceled", "step_claimed", "step_succeeded", "step_retrying", "step_failed", "step_retried",
+    "lease_expired", "commit_rejected", "step_handed_back", "queue_paused", "queue_resumed", "worker_started",
+    "worker_stopped",
+]
+EVENT_RANGES = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(hours=24),
+                "7d": timedelta(days=7)}
+OVERVIEW_PERMS = ("workflow.view_run", "workflow.view_step", "workflow.view_queue", "workflow.view_worker",
+                  "workflow.view_lease")
+QUEUE_PERMS = ("workflow.view_queue", "workflow.view_step", "workflow.view_worker")
+
+
+def _stop_polling_if_hidden(response: HttpResponse) -> HttpResponse:
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# -- overview ------------------------------------------------------------------------------------
+def overview_context(request: HttpRequest) -> dict[str, Any]:
+    now = timezone.now()
+    win = metrics.window(request.GET.get("window"))
+    series = metrics.throughput(win, now=now)[None]
+    run_counts = queries.run_state_counts()
+    queues = metrics.queue_figures(now=now)
+    return {
+        "now": now,
+        "win": win,
+        "windows": metrics.WINDOWS.values(),
+        "chart": metrics.chart(series),
+        "series": series,
+        "run_counts": run_counts,
+        "run_total": sum(run_counts.values()),
+        "step_counts": metrics.step_state_counts(since=timedelta(hours=24), now=now),
+        "failures": metrics.failure_groups(now=now),
+        "leases": metrics.lease_counts(now=now),
+        "workers": metrics.workers(now=now, limit=20),
+        "queues": queues,
+        "stalled": [q for q in queues if q.is_stalled],
+    }
+
+
+@viewer(*OVERVIEW_PERMS)
+def overview(request: HttpRequest) -> HttpResponse:
+    context = overview_context(request)
+    if request.htmx and request.GET.get("fragment") == "live":
+        return _stop_polling_if_hidden(render_fragment(request, "workflow/consoles/_overview_body.html", context))
+    return render(request, "workflow/consoles/overview.html", context)
+
+
+# -- steps across runs (failing steps by code, steps by state, a queue's steps) ---------------------
+@dataclasses.dataclass(slots=True, kw_only=True)
+class StepFilters:
+    state: str = ""
+    code: str = ""
+    queue: str = ""
+    kind: str = ""
+    since: str = ""
+
+    @classmethod
+    def from_params(cls, params: Any) -> StepFilters:
+        f = cls(**{k.name: params.get(k.name, "").strip() for k in dataclasses.fields(cls)})
+        if f.state not in queries.STEP_STATES:
+            f.state = ""
+        if f.code and not f.state:
+            f.state = StepState.FAILED
+        terminal = f.state in metrics.TERMINAL_STEP_STATES or not f.state
+        if f.since not in metrics.SINCE_CHOICES:
+            # Finished history is only read through a time window: it can hold millions of rows.
+            f.since = "24h" if terminal else ""
+        return f
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in metrics.TERMINAL_STEP_STATES or not self.state
+
+    def apply(self, qs: Any, now: datetime) -> Any:
+        if self.state:
+            qs = qs.filter(state=self.state)
+        if self.state == StepState.PENDING:
+            qs = qs.filter(run_id__in=Run.objects.filter(state__in=metrics.ACTIVE_RUN_STATES).values("id"))
+        if self.code:
+            qs = qs.annotate(code_text=KT("error__code")).filter(code_text=self.code)
+        if self.queue:
+            qs = qs.filter(queue=self.queue)
+        if self.kind:
+            qs = qs.filter(kind=self.kind)
+        if self.since:
+            qs = qs.filter(finished_at__gte=now - metrics.SINCE_CHOICES[self.since])
+        return qs
+
+    @property
+    def title(self) -> str:
+        if self.code:
+            return f"Steps failing with {self.code}"
+        if self.state:
+            return f"{self.state.capitalize()} steps"
+        return "Finished steps"
+
+
+@viewer("workflow.view_run", "workflow.view_step")
+def steps(request: HttpRequest) -> HttpResponse:
+    filters = StepFilters.from_params(request.GET)
+    now = timezone.now()
+    qs = filters.apply(
+        Step.objects.only("id", "run_id", "step_id", "kind", "queue", "site", "state", "attempt", "max_attempts",
+                          "error", "available_at", "finished_at", "updated_at", "lease_owner"),
+        now,
+    )
+    if filters.is_terminal and filters.since:
+        page = queries.keyset_page(qs, fields=("finished_at", "id"), descending=True, limit=STEPS_PER_PAGE,
+                                   after=request.GET.get("after"), before=request.GET.get("before"),
+                                   convert=(queries._parse_dt, None))
+    else:
+        page = queries.keyset_page(qs, fields=("id",), descending=True, limit=STEPS_PER_PAGE,
+                                   after=request.GET.get("after"), before=request.GET.get("before"))
+    return render(request, "workflow/consoles/steps.html", {
+        "filters": filters, "page": page, "states": queries.STEP_STATES, "since_choices": metrics.SINCE_CHOICES,
+        "queue_names": sorted(Queue.objects.values_list("name", flat=True)[:200]),
+    })
+
+
+# -- queue monitor ---------------------------------------------------------------------------------
+def queues_context(request: HttpRequest, params: dict[str, str] | None = None) -> dict[str, Any]:
+    params = params if params is not None else {k: request.GET.get(k, "") for k in request.GET}
+    now = timezone.now()
+    win = metrics.window(params.get("window"))
+    figures = metrics.queue_figures(now=now)
+    series = metrics.throughput(win, now=now, queues=[f.name for f in figures])
+    cards = [{"q": f, "chart": metrics.chart(series[f.name], width=360, height=60, compact=True),
+              "series": series[f.name]} for f in figures]
+    return {"now": now, "win": win, "windows": metrics.WINDOWS.values(), "cards": cards,
+            "live_workers": metrics.live_workers(now=now), "poll_url": _queues_url(win.key, fragment="live")}
+
+
+def _queues_url(window_key: str, **extra: str) -> str:
+    from urllib.parse import urlencode
+
+    params = {"window": window_key, **extra}
+    return f"{reverse('consoles:queues')}?{urlencode(params)}"
+
+
+@viewer(*QUEUE_PERMS)
+def queues(request: HttpRequest) -> HttpResponse:
+    context = queues_context(request)
+    if request.htmx and request.GET.get("fragment") == "live":
+        return _stop_polling_if_hidden(render_fragment(request, "workflow/consoles/_queues_body.html", context))
+    return render(request, "workflow/consoles/queues.html", context)
+
+
+def _after_queue_action(request: HttpRequest) -> HttpResponse:
+    if request.htmx:
+        from .common import current_params
+
+        context = queues_context(request, current_params(request))
+        return render_fragment(request, "workflow/consoles/_queues_body.html", context)
+    return HttpResponseRedirect(reverse("consoles:queues"))
+
+
+@operator_action
+def pause_queue(request: HttpRequest, name: str) -> HttpResponse:
+    operator.pause_queue(name, user=request.user)
+    messages.success(request, f"Queue {name} paused: workers claim nothing from it until it is resumed.")
+    return _after_queue_action(request)
+
+
+@operator_action
+def resume_queue(request: HttpRequest, name: str) -> HttpResponse:
+    operator.resume_queue(name, user=request.user)
+    messages.success(request, f"Queue {name} resumed.")
+    return _after_queue_action(request)
+
+
+# -- events ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(slots=True, kw_only=True)
+class EventFilters:
+    kind: str = ""
+    severity: str = ""
+    run: str = ""
+    step: str = ""
+    queue: str = ""
+    worker: str = ""
+    range: str = ""
+    since: str = ""
+    until: str = ""
+    errors: list[str] = dataclasses.field(default_factory=list)
+    since_at: datetime | None = None
+    until_at: datetime | None = None
+
+    NAMES = ("kind", "severity", "run", "step", "queue", "worker", "range", "since", "until")
+
+    @classmethod
+    def from_params(cls, params: Any, now: datetime) -> EventFilters:
+        f = cls(**{n: params.get(n, "").strip() for n in cls.NAMES})
+        if f.severity and f.severity not in Event.Severity.values:
+            f.errors.append(f"Unknown severity {f.severity!r}.")
+            f.severity = ""
+        if f.range and f.range not in EVENT_RANGES:
+            f.range = ""
+        if f.range:
+            f.since_at = now - EVENT_RANGES[f.range]
+        for name in ("since", "until"):
+            raw = getattr(f, name)
+            if raw:
+                value = queries._parse_form_datetime(raw)
+                if value is None:
+                    f.errors.append(f"{name.capitalize()} is not a date and time: {raw!r}.")
+                elif name == "since":
+                    f.since_at = max(value, f.since_at) if f.since_at else value
+                else:
+                    f.until_at = value
+        return f
+
+    def apply(self, qs: Any) -> Any:
+        if self.kind:
+            qs = qs.filter(kind=self.kind)
+        if self.severity:
+            qs = qs.filter(severity=self.severity)
+        if self.run:
+            qs = qs.filter(run_id=self.run)
+        if self.step:
+            qs = qs.filter(step_id=self.step)
+        if self.queue:
+            qs = qs.filter(queue=self.queue)
+        if self.worker:
+            qs = qs.filter(worker_id=self.worker)
+        if self.since_at:
+            qs = qs.filter(created_at__gte=self.since_at)
+        if self.until_at:
+            qs = qs.filter(created_at__lt=self.until_at)
+        return qs
+
+    @property
+    def query(self) -> dict[str, str]:
+        return {n: getattr(self, n) for n in self.NAMES if getattr(self, n)}
+
+    @property
+    def is_filtered(self) -> bool:
+        return bool(self.query)
+
+
+@viewer("workflow.view_event")
+def events(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    filters = EventFilters.from_params(request.GET, now)
+    qs = filters.apply(Event.objects.all())
+    if request.htmx and request.GET.get("fragment") == "new":
+        # Live tail: rows newer than the newest one the page shows, newest first.
+        try:
+            newer_than = int(request.GET.get("newer_than", "0"))
+        except ValueError:
+            newer_than = 0
+        rows = list(qs.filter(id__gt=newer_than).order_by("-id")[:EVENTS_PER_PAGE]) if newer_than else []
+        if not rows:
+            return HttpResponse(status=204)
+        return render_fragment(request, "workflow/consoles/_event_rows.html", {"events": rows, "fresh": True})
+    page = queries.keyset_page(qs, fields=("id",), descending=True, limit=EVENTS_PER_PAGE,
+                               after=request.GET.get("after"), before=request.GET.get("before"))
+    is_live = not request.GET.get("after") and not request.GET.get("before") and filters.until_at is None
+    from urllib.parse import urlencode
+
+    return render(request, "workflow/consoles/events.html", {
+        "filters": filters, "page": page, "events": page.rows, "kinds": EVENT_KINDS, "is_live": is_live,
+        "severities": Event.Severity.values, "ranges": EVENT_RANGES,
+        "poll_url": f"{reverse('consoles:events')}?{urlencode({**filters.query, 'fragment': 'new'})}",
+    })
+
+
+# -- engine status -----------------------------------------------------------------------------------
+def _setting_rows(config: Any) -> list[tuple[str, str]]:
+    rows = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name == "queues":
+            value = ", ".join(sorted(value)) or "none configured"
+        elif isinstance(value, timedelta):
+            value = f"{value.total_seconds():g} s"
+        elif value in ("", None):
+            value = "(default)"
+        rows.append((f.name, str(value)))
+    rows.append(("effective_heartbeat", f"{config.effective_heartbeat.total_seconds():g} s"))
+    return rows
+
+
+def _database_facts(using: str = "default") -> dict[str, Any]:
+    import os
+
+    connection = connections[using]
+    db = settings.DATABASES[using]
+    facts: dict[str, Any] = {"vendor": connection.vendor, "engine": db["ENGINE"], "name": str(db.get("NAME", "")),
+                             "host": db.get("HOST") or "", "size": None, "version": ""}
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("SELECT sqlite_version()")
+            facts["version"] = f"SQLite {cursor.fetchone()[0]}"
+            cursor.execute("PRAGMA journal_mode")
+            facts["journal_mode"] = cursor.fetchone()[0]
+            try:
+                facts["size"] = os.path.getsize(facts["name"])
+            except (OSError, TypeError):
+                facts["size"] = None
+        elif connection.vendor == "postgresql":
+            cursor.execute("SELECT version(), pg_database_size(current_database())")
+            version, size = cursor.fetchone()
+            facts["version"] = version.split(",")[0]
+            facts["size"] = size
+    return facts
+
+
+def _migrations(using: str = "default") -> dict[str, Any]:
+    applied = MigrationRecorder(connections[using]).applied_migrations()
+    by_app: dict[str, list[str]] = {}
+    for app, name in applied:
+        by_app.setdefault(app, []).append(name)
+    apps = [{"app": app, "count": len(names), "latest": sorted(names)[-1]} for app, names in sorted(by_app.items())]
+    return {"total": len(applied), "apps": apps, "workflow": sorted(by_app.get("workflow", []))}
+
+
+@viewer(*OVERVIEW_PERMS)
+def engine(request: HttpRequest) -> HttpResponse:
+    from ..conf import build_config, workflow_settings
+
+    now = timezone.now()
+    config = build_config()
+    using = workflow_settings().get("DATABASE", "default")
+    return render(request, "workflow/consoles/engine.html", {
+        "now": now,
+        "db": _database_facts(using),
+        "migrations": _migrations(using),
+        "counts": metrics.row_counts([Run, Step, Dependency, Lease, Event, Artifact, Record, Queue, Worker],
+                                     using=using),
+        "leases": metrics.lease_counts(now=now),
+        "open_leases": Lease.objects.live().count(),
+        "queue_rows": Queue.objects.all()[:200],
+        "configured_queues": sorted(config.queues.items()),
+        "workers": metrics.workers(now=now, seen_within=timedelta(days=1), limit=50),
+        "settings_rows": _setting_rows(config),
+        "liveness": metrics.liveness_window(),
+        "expired_steps": list(Step.objects.expired_leases(now).only("id", "run_id", "step_id", "lease_owner",
+                                                                     "lease_expires_at").order_by("lease_expires_at")[:10]),
+        "recent_ops": list(Event.objects.filter(~Q(actor=""), kind__in=["queue_paused", "queue_resumed"])
+                           .order_by("-id")[:5]),
+    })
