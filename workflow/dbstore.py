@@ -307,8 +307,8 @@ class DjangoStore:
         )
         self._known_queues |= missing
 
-    def configure_queues(self, queues: Mapping[str, QueueConfig], now: datetime) -> None:
-        with self._transaction():
+    def configure_queues(self, queues: Mapping[str, QueueConfig], now: datetime, *, actor: str = "") -> None:
+        with self._transaction() as cursor:
             for name, config in queues.items():
                 rate = config.rate_limit
                 row, created = Queue.objects.using(self.using).get_or_create(
@@ -322,6 +322,12 @@ class DjangoStore:
                 row.updated_at = now
                 row.save(using=self.using)
                 self._known_queues.add(name)
+                if actor:
+                    self._insert_events(cursor, [self._event_row(
+                        now, "queue_configured", queue=name, actor=actor,
+                        message=f"queue {name} set to max_workers={config.max_workers}, rate={row.rate}/{row.per_seconds}s"
+                                f" burst={row.burst} by {actor}",
+                    )])
 
     def set_queue_paused(self, name: str, paused: bool, *, actor: str, now: datetime) -> None:
         with self._transaction() as cursor:
@@ -870,6 +876,14 @@ class DjangoStore:
                 )
                 live.update(r[0] for r in cursor.fetchall())
         return live
+
+    def leased_to(self, worker_id: str) -> set[str]:
+        """Tokens of the steps this worker holds, as the database sees it."""
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT lease_token FROM workflow_step WHERE state = 'running' AND lease_owner = %s", [worker_id]
+            )
+            return {r[0] for r in cursor.fetchall()}
 
     def hand_back(self, tokens: Sequence[str], now: datetime) -> int:
         """Return unfinished steps to ready at shutdown; the attempt does not count."""

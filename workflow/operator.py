@@ -12,7 +12,7 @@ from typing import Any
 
 from .conf import runtime
 from .engine.errors import WorkflowError
-from .engine.values import RunHandle
+from .engine.values import QueueConfig, RunHandle
 
 
 def actor_name(user: Any) -> str:
@@ -27,6 +27,10 @@ def retry_step(run_id: str, step_id: str, *, user: Any = None) -> None:
 
 def cancel_run(run_id: str, *, user: Any = None) -> int:
     return runtime().cancel_run(run_id, actor=actor_name(user))
+
+
+def configure_queue(name: str, config: QueueConfig, *, user: Any = None) -> None:
+    runtime().configure_queue(name, config, actor=actor_name(user) or "operator")
 
 
 def pause_queue(name: str, *, user: Any = None) -> None:

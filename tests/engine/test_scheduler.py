@@ -329,3 +329,39 @@ def test_claim_query__uses_the_ready_index_even_after_analyze(runtime):
             cursor.execute("EXPLAIN " + sql, ["default", "2100-01-01", "", 10])
             plan = " ".join(row[0] for row in cursor.fetchall())
     assert "step_ready_idx" in plan, plan
+
+
+def test_queue_settings__change_at_run_time_for_every_worker(runtime):
+    runtime.ensure_queues()
+    run_graph(runtime, [{"id": f"s{i}", "kind": "noop", "queue": "tunable"} for i in range(4)])
+    runtime.configure_queue("tunable", QueueConfig(max_workers=1), actor="ops")
+    assert len(claim(runtime, "w1")) == 1
+    runtime.configure_queue("tunable", QueueConfig(max_workers=None), actor="ops")
+    assert len(claim(runtime, "w2")) == 3
+    assert Event.objects.filter(kind="queue_configured", actor="ops").count() == 2
+
+
+def test_lost_connection_after_commit__is_retried_without_committing_twice(make_runtime, transactional_db):
+    """Issue 5: the database commits, the connection drops before the worker hears it, the worker retries."""
+    from workflow import StoreUnavailable
+
+    rt = make_runtime()
+    run_id = run_graph(rt, [{"id": "a", "kind": "produce"}, {"id": "b", "kind": "noop", "deps": ["a"]}])
+    original = rt.store.complete_and_claim
+    dropped = []
+
+    def flaky_connection(outcomes, claim_request, now):
+        result = original(outcomes, claim_request, now)
+        if outcomes and not dropped:
+            dropped.append(outcomes[0].step.step_id)
+            raise StoreUnavailable("server closed the connection unexpectedly")
+        return result
+
+    rt.store.complete_and_claim = flaky_connection
+    workers = rt.start_workers(burst=True)
+    assert workers.join(timeout=30)
+    assert dropped == ["a"]
+    assert runtime_state(run_id) == "succeeded"
+    assert Lease.objects.filter(step__step_id="a").count() == 1
+    assert Record.objects.count() == 1 and Artifact.objects.count() == 1
+    assert not Event.objects.filter(kind="commit_rejected").exists()

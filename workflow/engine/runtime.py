@@ -184,6 +184,10 @@ class Runtime:
         """Cancel every unfinished step; running executors see ``cancelled`` and their commits are discarded."""
         return self.store.cancel_run(run_id, actor=actor, now=self.clock())
 
+    def configure_queue(self, name: str, config: QueueConfig, *, actor: str = "") -> None:
+        """Change a queue's cap and rate limit at run time, for every worker (settings apply at start)."""
+        self.store.configure_queues({name: config}, self.clock(), actor=actor)
+
     def pause_queue(self, name: str, *, actor: str = "") -> None:
         self.store.set_queue_paused(name, True, actor=actor, now=self.clock())
 

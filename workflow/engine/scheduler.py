@@ -173,6 +173,7 @@ class Scheduler:
                 limit = 0 if self._stopping.is_set() else self.capacity - len(self._in_flight) + len(outcomes)
                 try:
                     report, claimed = self._commit_and_claim(outcomes, limit)
+                    handed_back = self._release_unknown_leases() if failures else 0
                     failures = 0
                 except StoreUnavailable as exc:
                     failures += 1
@@ -184,7 +185,7 @@ class Scheduler:
                 self.totals.add(report)
                 self.totals.claimed += len(claimed.steps)
                 self._dispatch(claimed.steps)
-                wake_in = claimed.wake_in if len(claimed.steps) < limit else 0.0
+                wake_in = claimed.wake_in if len(claimed.steps) < limit and not handed_back else 0.0
                 cycles += 1
                 if self.max_cycles and cycles >= self.max_cycles:
                     self._stopping.set()
@@ -193,7 +194,7 @@ class Scheduler:
                         break
                     if stop_deadline is not None and clock >= stop_deadline:
                         break
-                elif self.burst and not self._in_flight and not claimed.steps and claimed.wake_in is None:
+                elif self.burst and not (self._in_flight or claimed.steps or handed_back) and claimed.wake_in is None:
                     break
         finally:
             if stop_listening:
@@ -360,6 +361,20 @@ class Scheduler:
                 running.cancelled.set()
                 log.info("step lease lost or run canceled run=%s step=%s worker=%s", running.step.run_id,
                          running.step.step_id, self.worker_id)
+
+    def _release_unknown_leases(self) -> int:
+        """After a lost connection: a commit may have gone through with a claim we never heard of.
+
+        Those steps are leased to us but nothing runs them; hand them back now rather than
+        leaving them to the lease expiry.
+        """
+        held = self._call_store(lambda: self.store.leased_to(self.worker_id)) or set()
+        unknown = sorted(held - set(self._in_flight))
+        if unknown:
+            self._call_store(lambda: self.store.hand_back(unknown, self.runtime.clock()))
+            log.warning("handed back %d steps claimed by a commit whose reply was lost worker=%s", len(unknown),
+                        self.worker_id)
+        return len(unknown)
 
     def _hand_back_all(self) -> None:
         if not self._in_flight:
