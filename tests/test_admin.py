@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (fixtures imported from tests/views/conftest.py are parameters here)
 """The admin: every model registered, engine fields read-only, actions through the operator service."""
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def test_failed_run__open_step_from_graph_read_error_and_retry(page: Any, live_s
     login(page, live_server.url)
     page.goto(f"{live_server.url}/runs/")
     row = page.locator("tr", has_text="Nightly import")
-    expect(row.get_by_text("failed", exact=True)).to_be_visible()
+    expect(row.locator("td .badge.state-failed").last).to_be_visible()
     shoot("runs_list")
     row.get_by_role("link", name="Nightly import").click()
     expect(page.locator("#run-live h1")).to_contain_text("Nightly import")
