@@ -54,7 +54,7 @@ from .engine.values import (
     StepSpec,
     StepState,
 )
-from .models import Dependency, Queue, Record, Run, Step, Worker
+from .models import Queue, Record, Run, Step, Worker
 
 log = logging.getLogger("workflow.store")
 
@@ -224,21 +224,30 @@ class DjangoStore:
                     unmet += 1
             pending[spec.id] = unmet
             states[spec.id] = StepState.READY if unmet == 0 else StepState.PENDING
-        objs = [
-            Step(
-                run_id=run_id, step_id=s.id, kind=s.kind, queue=s.queue, site=s.site, parent_step_id=s.parent_id,
-                dedup_key=s.dedup_key, input=s.input, metadata=dict(s.metadata), retry=s.retry.to_json(),
-                state=states[s.id], attempt=0, max_attempts=s.retry.max_attempts, pending_deps=pending[s.id],
-                available_at=now, created_at=now, updated_at=now,
+        # Multi-row INSERT ... RETURNING: one statement per 500 steps, and the new ids come back with it.
+        now_db = self._dt(now)
+        retry_json: dict[Any, str] = {}
+        rows = []
+        for s_ in specs:
+            retry = retry_json.get(s_.retry) or retry_json.setdefault(s_.retry, _dumps(s_.retry.to_json()) or "{}")
+            rows.append((
+                run_id, s_.id, s_.kind, s_.queue, s_.site, s_.parent_id, s_.dedup_key, _dumps(s_.input),
+                _dumps(dict(s_.metadata)), retry, str(states[s_.id]), s_.retry.max_attempts, pending[s_.id],
+                now_db, now_db, now_db,
+            ))
+        pks: dict[str, int] = {}
+        columns = (
+            "run_id, step_id, kind, queue, site, parent_step_id, dedup_key, input, metadata, retry, state,"
+            " max_attempts, pending_deps, available_at, created_at, updated_at, attempt"
+        )
+        row_marks = "(" + ", ".join(["%s"] * 16) + ", 0)"
+        for chunk in _chunks(rows):
+            cursor.execute(
+                f"INSERT INTO workflow_step ({columns}) VALUES {', '.join([row_marks] * len(chunk))}"
+                " RETURNING id, step_id",
+                [value for row in chunk for value in row],
             )
-            for s in specs
-        ]
-        Step.objects.using(self.using).bulk_create(objs, batch_size=CHUNK)
-        pks = {o.step_id: o.pk for o in objs}
-        if any(o.pk is None for o in objs):  # backends without RETURNING
-            pks = dict(
-                Step.objects.using(self.using).filter(run_id=run_id, step_id__in=list(pks)).values_list("step_id", "pk")
-            )
+            pks.update((sid, pk) for pk, sid in cursor.fetchall())
         edges = []
         for spec in specs:
             for dep in spec.depends_on:
@@ -247,9 +256,13 @@ class DjangoStore:
                     satisfied = state == StepState.SUCCEEDED or (not dep.required and state in TERMINAL)
                 else:
                     target_pk, satisfied = pks[dep.step_id], False
-                edges.append(Dependency(run_id=run_id, step_id=pks[spec.id], depends_on_id=target_pk,
-                                        required=dep.required, satisfied=satisfied))
-        Dependency.objects.using(self.using).bulk_create(edges, batch_size=CHUNK)
+                edges.append((run_id, pks[spec.id], target_pk, dep.required, satisfied))
+        if edges:
+            cursor.executemany(
+                "INSERT INTO workflow_dependency (run_id, step_id, depends_on_id, required, satisfied)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                edges,
+            )
         return sum(1 for s in states.values() if s == StepState.READY)
 
     def find_run(self, run_id: str) -> RunInfo | None:
@@ -519,7 +532,8 @@ class DjangoStore:
                 valid.append(outcome)
             else:
                 fenced.append(outcome)
-        valid = [self._with_children_checked(cursor, o) for o in valid]
+        resolved: dict[str, tuple[list[StepSpec], dict[str, tuple[int, str]]]] = {}
+        valid = [self._with_children_checked(cursor, o, resolved) for o in valid]
         events: list[tuple[Any, ...]] = []
         step_updates, lease_updates = [], []
         succeeded = retried = failed = 0
@@ -573,7 +587,7 @@ class DjangoStore:
         made_ready = 0
         for o in valid:
             if o.next_state == StepState.SUCCEEDED:
-                made_ready += self._write_products(cursor, o, now)
+                made_ready += self._write_products(cursor, o, now, resolved.get(o.step.lease.token))
         made_ready += self._release_dependents(cursor, valid, now)
         self._insert_events(cursor, events)
         finished = self._settle_runs(cursor, sorted({o.step.run_id for o in valid}), now)
@@ -664,12 +678,12 @@ class DjangoStore:
         return self._event_row(now, kind, severity=severity, run_id=step.run_id, step_id=step.step_id,
                                queue=step.queue, worker_id=step.lease.worker_id, message=message, payload=payload)
 
-    def _with_children_checked(self, cursor: Any, o: Outcome) -> Outcome:
+    def _with_children_checked(self, cursor: Any, o: Outcome, resolved: dict[str, Any]) -> Outcome:
         """Check emitted children against the run; a bad graph fails the step, never the worker."""
         if o.next_state != StepState.SUCCEEDED or not o.children:
             return o
         try:
-            self._resolve_children(cursor, o)
+            resolved[o.step.lease.token] = self._resolve_children(cursor, o)
         except InvalidGraph as exc:
             error = ErrorInfo(code="invalid_graph", message=str(exc), retryable=False)
             return Outcome(step=o.step, next_state=StepState.FAILED, error=error, log=o.log, started_at=o.started_at,
@@ -725,12 +739,15 @@ class DjangoStore:
         validate_graph(fresh, existing=set(existing))
         return fresh, existing
 
-    def _write_products(self, cursor: Any, o: Outcome, now: datetime) -> int:
-        """Insert the children, records and artifacts of a succeeded attempt. Returns children made ready."""
+    def _write_products(self, cursor: Any, o: Outcome, now: datetime, children: Any) -> int:
+        """Insert the (resolved) children, records and artifacts of a succeeded attempt.
+
+        Returns how many children were inserted ready.
+        """
         made_ready = 0
         now_db = self._dt(now)
-        if o.children:
-            fresh, existing = self._resolve_children(cursor, o)
+        if children:
+            fresh, existing = children
             if fresh:
                 self._ensure_queues(cursor, {c.queue for c in fresh}, now)
                 made_ready = self._insert_steps(cursor, o.step.run_id, fresh, existing=existing, now=now)

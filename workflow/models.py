@@ -128,6 +128,7 @@ class Step(models.Model):
             models.Index(fields=["lease_expires_at"], condition=Q(state="running"), name="step_lease_idx"),
             models.Index(fields=["queue"], condition=Q(state="running"), name="step_running_queue_idx"),
             models.Index(fields=["run", "state"], name="step_run_state_idx"),
+            models.Index(fields=["run", "parent_step_id"], name="step_parent_idx"),
             models.Index(fields=["finished_at"], condition=Q(finished_at__isnull=False), name="step_finished_idx"),
         ]
 
@@ -213,7 +214,7 @@ class Artifact(models.Model):
     size = models.BigIntegerField()
     sha256 = models.CharField(max_length=64)
     body = models.BinaryField(null=True, blank=True)
-    storage_key = models.CharField(max_length=500, null=True, blank=True)
+    storage_key = models.CharField(max_length=500, null=True, blank=True, db_index=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField()
 

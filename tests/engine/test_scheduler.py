@@ -269,8 +269,8 @@ def test_commit__writes_result_children_records_artifacts_and_events_together_or
     """Invariant 4: a failure inside the commit leaves none of the step's products behind."""
     original = DjangoStore._write_products
 
-    def broken(self, cursor, outcome, now):
-        original(self, cursor, outcome, now)
+    def broken(self, cursor, outcome, now, children):
+        original(self, cursor, outcome, now, children)
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(DjangoStore, "_write_products", broken)

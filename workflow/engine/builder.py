@@ -113,7 +113,8 @@ def validate_graph(steps: Sequence[StepSpec], *, existing: Collection[str] = ())
         for dep in spec.depends_on:
             if dep.step_id not in ids and dep.step_id not in existing:
                 raise InvalidGraph(f"step {spec.id!r} depends on missing step {dep.step_id!r}")
-    # Iterative three-colour DFS over the new steps only.
+    # Iterative three-colour DFS over the new steps only: O(steps + edges).
+    edges = {sid: [d.step_id for d in spec.depends_on if d.step_id in ids] for sid, spec in ids.items()}
     state: dict[str, int] = {}
     for root in ids:
         if state.get(root):
@@ -125,7 +126,7 @@ def validate_graph(steps: Sequence[StepSpec], *, existing: Collection[str] = ())
             if index == 0:
                 state[node] = 1
                 path.append(node)
-            deps = [d.step_id for d in ids[node].depends_on if d.step_id in ids]
+            deps = edges[node]
             if index < len(deps):
                 stack.append((node, index + 1))
                 nxt = deps[index]

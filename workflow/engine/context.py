@@ -49,6 +49,7 @@ class StepContext:
         self._input = input
         self._result: Any = _NO_RESULT
         self.children: list[StepSpec] = []
+        self._child_ids: set[str] = set()
         self.records: list[RecordWrite] = []
         self.artifacts: list[ArtifactWrite] = []
         self._workflow: RunInfo | None = None
@@ -118,8 +119,9 @@ class StepContext:
         options.setdefault("site", self._claimed.site)
         options.setdefault("parent", self._claimed.step_id)
         spec = build_spec(self._runtime.registry, step_id, input, kind=kind, **options)
-        if any(c.id == spec.id for c in self.children):
+        if spec.id in self._child_ids:
             raise permanent("invalid_graph", f"step {self._claimed.step_id!r} emitted {spec.id!r} twice")
+        self._child_ids.add(spec.id)
         self.children.append(spec)
         return StepHandle(spec.id)
 
