@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: run test test-sqlite test-postgres bench lint clean
+.PHONY: run test test-sqlite test-postgres test-py313 bench lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,8 +38,17 @@ test-postgres: $(BIN)/.installed
 	  echo "PostgreSQL not reachable at $(PG_URL): skipping the PostgreSQL run"; \
 	fi
 
+# A second leg: Python 3.13 with the newest Django the range allows (Django 6), on SQLite.
+test-py313:
+	@P=$$(command -v python3.13 || echo "$$(pyenv prefix 3.13.0 2>/dev/null)/bin/python3.13"); \
+	if [ -x "$$P" ]; then \
+	  [ -x .venv313/bin/pytest ] || { $$P -m venv .venv313 && .venv313/bin/pip install --quiet -e '.[test]'; }; \
+	  .venv313/bin/python -c "import django, sys; print('Python', sys.version.split()[0], 'Django', django.get_version())"; \
+	  WFSITE_VAR_DIR=$(CURDIR)/var/py313 .venv313/bin/pytest -q -m "not browser and not postgres"; \
+	else echo "Python 3.13 not found: skipping the Django 6 leg"; fi
+
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) .venv313 .venv-bench var
