@@ -16,10 +16,10 @@ import logging
 import math
 import threading
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import (
@@ -1013,12 +1013,3 @@ class DjangoStore:
         Worker.objects.using(self.using).filter(pk=worker_id).update(seen_at=now, running=0, stopped_at=now)
         self.record_event("worker_stopped", worker_id=worker_id, now=now, message="worker stopped")
 
-
-def group_counts(rows: Iterable[tuple[str, str, int]]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = defaultdict(dict)
-    for key, state, n in rows:
-        out[key][state] = n
-    return dict(out)
-
-
-__all__ = ["DjangoStore", "timedelta"]
