@@ -1,0 +1,10 @@
+"""Benchmark settings: the site's (SQLite WAL + synchronous=NORMAL + IMMEDIATE, or DATABASE_URL), plus
+the bench package. No configured queues (the demo site's rate-limited "io" queue would add a queue-row
+lookup to every claim); everything else, including INFO logging of each step, is the site's default."""
+
+from wfsite.settings import *  # noqa: F403
+from wfsite.settings import INSTALLED_APPS, WORKFLOW
+
+INSTALLED_APPS = [*INSTALLED_APPS, "bench.benchapp"]
+WORKFLOW = {**WORKFLOW, "QUEUES": {}}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
