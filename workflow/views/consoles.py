@@ -16,7 +16,6 @@ from django.contrib import messages
 from django.db import connections
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Q
-from django.db.models.fields.json import KT
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -30,9 +29,9 @@ from .common import operator_action, render_fragment, viewer
 EVENTS_PER_PAGE = 100
 STEPS_PER_PAGE = 50
 EVENT_KINDS = [
-    "run_created", "run_canceled", "step_claimed", "step_succeeded", "step_retrying", "step_failed", "step_retried",
-    "lease_expired", "commit_rejected", "step_handed_back", "queue_paused", "queue_resumed", "worker_started",
-    "worker_stopped",
+    "run_created", "run_succeeded", "run_failed", "run_canceled", "step_claimed", "step_succeeded", "step_retrying",
+    "step_failed", "step_retried", "lease_expired", "commit_rejected", "commit_error", "step_handed_back",
+    "queue_paused", "queue_resumed", "queue_configured", "worker_started", "worker_stopped", "worker_error",
 ]
 EVENT_RANGES = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(hours=24),
                 "7d": timedelta(days=7)}
@@ -41,7 +40,7 @@ OVERVIEW_PERMS = ("workflow.view_run", "workflow.view_step", "workflow.view_queu
 QUEUE_PERMS = ("workflow.view_queue", "workflow.view_step", "workflow.view_worker")
 
 
-def _stop_polling_if_hidden(response: HttpResponse) -> HttpResponse:
+def _no_store(response: HttpResponse) -> HttpResponse:
     response["Cache-Control"] = "no-store"
     return response
 
@@ -51,7 +50,7 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
     now = timezone.now()
     win = metrics.window(request.GET.get("window"))
     series = metrics.throughput(win, now=now)[None]
-    run_counts = queries.run_state_counts()
+    run_counts = metrics.run_state_counts()
     queues = metrics.queue_figures(now=now)
     return {
         "now": now,
@@ -60,7 +59,8 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
         "chart": metrics.chart(series),
         "series": series,
         "run_counts": run_counts,
-        "run_total": sum(run_counts.values()),
+        "run_total": sum(n for n, _ in run_counts.values()),
+        "run_total_capped": any(capped for _, capped in run_counts.values()),
         "step_counts": metrics.step_state_counts(since=timedelta(hours=24), now=now),
         "failures": metrics.failure_groups(now=now),
         "leases": metrics.lease_counts(now=now),
@@ -74,7 +74,7 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
 def overview(request: HttpRequest) -> HttpResponse:
     context = overview_context(request)
     if request.htmx and request.GET.get("fragment") == "live":
-        return _stop_polling_if_hidden(render_fragment(request, "workflow/consoles/_overview_body.html", context))
+        return _no_store(render_fragment(request, "workflow/consoles/_overview_body.html", context))
     return render(request, "workflow/consoles/overview.html", context)
 
 
@@ -110,7 +110,7 @@ class StepFilters:
         if self.state == StepState.PENDING:
             qs = qs.filter(run_id__in=Run.objects.filter(state__in=metrics.ACTIVE_RUN_STATES).values("id"))
         if self.code:
-            qs = qs.annotate(code_text=KT("error__code")).filter(code_text=self.code)
+            qs = qs.filter(error__code=self.code)
         if self.queue:
             qs = qs.filter(queue=self.queue)
         if self.kind:
@@ -174,7 +174,7 @@ def _queues_url(window_key: str, **extra: str) -> str:
 def queues(request: HttpRequest) -> HttpResponse:
     context = queues_context(request)
     if request.htmx and request.GET.get("fragment") == "live":
-        return _stop_polling_if_hidden(render_fragment(request, "workflow/consoles/_queues_body.html", context))
+        return _no_store(render_fragment(request, "workflow/consoles/_queues_body.html", context))
     return render(request, "workflow/consoles/queues.html", context)
 
 
@@ -277,10 +277,10 @@ def events(request: HttpRequest) -> HttpResponse:
     if request.htmx and request.GET.get("fragment") == "new":
         # Live tail: rows newer than the newest one the page shows, newest first.
         try:
-            newer_than = int(request.GET.get("newer_than", "0"))
+            newer_than = int(request.GET.get("newer_than", ""))
         except ValueError:
-            newer_than = 0
-        rows = list(qs.filter(id__gt=newer_than).order_by("-id")[:EVENTS_PER_PAGE]) if newer_than else []
+            return HttpResponse(status=204)
+        rows = list(qs.filter(id__gt=newer_than).order_by("-id")[:EVENTS_PER_PAGE])
         if not rows:
             return HttpResponse(status=204)
         return render_fragment(request, "workflow/consoles/_event_rows.html", {"events": rows, "fresh": True})
@@ -292,6 +292,7 @@ def events(request: HttpRequest) -> HttpResponse:
     return render(request, "workflow/consoles/events.html", {
         "filters": filters, "page": page, "events": page.rows, "kinds": EVENT_KINDS, "is_live": is_live,
         "severities": Event.Severity.values, "ranges": EVENT_RANGES,
+        "baseline_id": page.rows[0].id if page.rows else (Event.objects.order_by("-id").values_list("id", flat=True).first() or 0),
         "poll_url": f"{reverse('consoles:events')}?{urlencode({**filters.query, 'fragment': 'new'})}",
     })
 

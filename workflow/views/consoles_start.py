@@ -78,6 +78,10 @@ class FormField:
     def error_id(self) -> str:
         return f"{self.input_id}-error"
 
+    @property
+    def schema_kind(self) -> str:
+        return _type_of(self.schema)[0]
+
 
 def _initial(f: FormField) -> None:
     default = f.schema.get("default")
@@ -194,9 +198,6 @@ def _convert(f: FormField, text: str) -> Any:
     return text
 
 
-FormField.schema_kind = property(lambda self: _type_of(self.schema)[0])  # type: ignore[attr-defined]
-
-
 def _field_for_path(fields: list[FormField], path: str) -> FormField | None:
     """The form field an ``InputError.path`` points into: its first segment (``items[2].x`` -> ``items``)."""
     head = path.split(".", 1)[0].split("[", 1)[0]
@@ -228,7 +229,7 @@ def packages(request: HttpRequest) -> HttpResponse:
                 ex_schema = typed.json_schema(ex.input_type) if ex.input_type not in (None, Any) else {}
             except TypeError:
                 ex_schema = {}
-            executors.append({"ex": ex, "queue": ex.queue or "default", "schema": ex_schema,
+            executors.append({"kind": ex.kind, "queue": ex.queue or "default", "schema": ex_schema,
                               "schema_json": json.dumps(ex_schema, indent=2) if ex_schema else "",
                               "type_name": typed._type_name(ex.input_type) if ex.input_type is not None else "none"})
         catalogue.append({"pkg": pkg, "schema": schema, "schema_json": json.dumps(schema, indent=2),
