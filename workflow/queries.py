@@ -13,10 +13,10 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.db.models.fields.json import KT
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -238,32 +238,6 @@ def progress_for(run_ids: Iterable[str]) -> dict[str, Progress]:
     return out
 
 
-def run_state_counts() -> dict[str, int]:
-    rows = Run.objects.order_by().values_list("state").annotate(n=Count("id"))
-    counts = dict.fromkeys(RUN_STATES, 0)
-    counts.update({state: n for state, n in rows})
-    return counts
-
-
-def recent_failures(*, since: timedelta = timedelta(hours=24), limit: int = 20) -> list[dict[str, Any]]:
-    """Failed steps of the last ``since``, grouped by error code, most frequent first."""
-    moment = timezone.now() - since
-    rows = (
-        Step.objects.filter(state=StepState.FAILED, finished_at__gte=moment).order_by()
-        .values(code=KT("error__code")).annotate(n=Count("id"), last=Max("finished_at"), runs=Count("run", distinct=True))
-        .order_by("-n")[:limit]
-    )
-    return list(rows)
-
-
-def latest_failed_steps(*, limit: int = 10) -> list[Step]:
-    return list(
-        Step.objects.filter(state=StepState.FAILED)
-        .only("id", "run", "step_id", "kind", "error", "finished_at").order_by("-finished_at")[:limit]
-    )
-
-
-# -- one run ------------------------------------------------------------------------------------
 STEP_SORTS = {
     "id": "step_id",
     "kind": "kind",

@@ -5,6 +5,7 @@ import re
 from django.urls import path, register_converter
 
 from . import views
+from .views import consoles
 
 
 class IdConverter:
@@ -25,7 +26,7 @@ register_converter(IdConverter, "wfid")
 app_name = "workflow"
 
 urlpatterns = [
-    path("", views.overview, name="overview"),
+    path("", consoles.overview, name="overview"),  # the one overview; /ops/ serves it too
     path("runs/", views.runs, name="runs"),
     path("bulk/runs/", views.runs_bulk, name="runs_bulk"),
     path("runs/<wfid:run_id>/", views.run_detail, name="run"),

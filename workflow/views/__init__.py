@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from .browse import artifacts, download_artifact, records, results
 from .run import cancel_run, run_detail
-from .runs import overview, runs, runs_bulk
+from .runs import runs, runs_bulk
 from .step import retry_step, step_detail
 
 __all__ = [
-    "artifacts", "cancel_run", "download_artifact", "overview", "records", "results", "retry_step", "run_detail",
+    "artifacts", "cancel_run", "download_artifact", "records", "results", "retry_step", "run_detail",
     "runs", "runs_bulk", "step_detail",
 ]

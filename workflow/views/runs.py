@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -17,18 +15,6 @@ from .common import operator_action, render_fragment, viewer
 
 RUNS_PER_PAGE = 50
 MAX_BULK = 500
-
-
-@viewer("workflow.view_run", "workflow.view_step")
-def overview(request: HttpRequest) -> HttpResponse:
-    counts = queries.run_state_counts()
-    return render(request, "workflow/overview.html", {
-        "counts": counts,
-        "total": sum(counts.values()),
-        "failures": queries.recent_failures(since=timedelta(hours=24)),
-        "latest_failed": queries.latest_failed_steps(limit=10),
-        "packages": registry.packages(),
-    })
 
 
 @viewer("workflow.view_run")
