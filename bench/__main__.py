@@ -180,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="repeats per scenario (default 3, --quick 1)")
     ap.add_argument("--no-peers", action="store_true", help="skip the peers (ratios then say n/a)")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--keep-profiles", action="store_true",
+                    help="copy py-spy's raw stacks to bench/results/profiles/ (flamegraph/speedscope input)")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace only the measurements re-run here in the existing --out file (e.g. with --only)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.json"))
     a = ap.parse_args(argv)
     if a.repeats is None:
@@ -187,8 +191,20 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(a)
     try:
         data = bench.run()
+        prof_dir = os.path.join(os.path.dirname(a.out), "profiles")
+        for name in os.listdir(bench.tmp):
+            if a.keep_profiles and name.startswith("profile-"):  # py-spy raw (collapsed) stacks: speedscope/flamegraph input
+                os.makedirs(prof_dir, exist_ok=True)
+                shutil.copyfile(os.path.join(bench.tmp, name), os.path.join(prof_dir, name))
     finally:
         shutil.rmtree(bench.tmp, ignore_errors=True)
+    if a.merge and os.path.exists(a.out):
+        with open(a.out) as f:
+            old = json.load(f)
+        fresh = {r["key"] for r in data["raw"]}
+        raw = [r for r in old["raw"] if r["key"] not in fresh] + data["raw"]
+        data = report.build(raw, machine=data["machine"], args={**old["args"], "merged": vars(a)},
+                            seconds=old["seconds"] + data["seconds"], peers_error=data["peers_error"])
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(data, f, indent=1, default=str)
