@@ -19,6 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -505,12 +506,17 @@ class DjangoStore:
     def complete_and_claim(
         self, outcomes: Sequence[Outcome], claim: ClaimRequest | None, now: datetime
     ) -> tuple[CommitReport, ClaimResult]:
+        # Lock order, the same in every transaction so concurrent workers cannot deadlock:
+        # own steps -> dependents (sorted) -> queue rows -> run rows. So runs settle last.
         with self._transaction() as cursor:
-            report = self._commit(cursor, outcomes, now) if outcomes else CommitReport()
+            report, touched = self._commit(cursor, outcomes, now) if outcomes else (CommitReport(), [])
             claimed = self._claim(cursor, claim, now) if claim else ClaimResult(steps=(), wake_in=None)
+            if touched:
+                report = replace(report, runs_finished=tuple(self._settle_runs(cursor, touched, now)))
         return report, claimed
 
-    def _commit(self, cursor: Any, outcomes: Sequence[Outcome], now: datetime) -> CommitReport:
+    def _commit(self, cursor: Any, outcomes: Sequence[Outcome], now: datetime) -> tuple[CommitReport, list[str]]:
+        """Apply the outcomes still holding their lease; return the report and the runs to settle."""
         now_db = self._dt(now)
         live: set[tuple[int, str]] = set()
         pks = sorted({o.step.pk for o in outcomes})
@@ -590,18 +596,18 @@ class DjangoStore:
                 made_ready += self._write_products(cursor, o, now, resolved.get(o.step.lease.token))
         made_ready += self._release_dependents(cursor, valid, now)
         self._insert_events(cursor, events)
-        finished = self._settle_runs(cursor, sorted({o.step.run_id for o in valid}), now)
         if made_ready:
             self._notify(cursor)
         rejected = frozenset(
             o.step.lease.token for o in fenced if o.lease_outcome != "expired" and o.step.lease.token not in already
         )
-        return CommitReport(
+        report = CommitReport(
             committed=len(valid),
             discarded=len(rejected),
             rejected=rejected,
-            succeeded=succeeded, retried=retried, failed=failed, made_ready=made_ready, runs_finished=tuple(finished),
+            succeeded=succeeded, retried=retried, failed=failed, made_ready=made_ready,
         )
+        return report, sorted({o.step.run_id for o in valid})
 
     @staticmethod
     def _already_committed(cursor: Any, fenced: Sequence[Outcome]) -> set[str]:
@@ -727,8 +733,6 @@ class DjangoStore:
             else:
                 fresh.append(child)
         if alias:
-            from dataclasses import replace
-
             from .engine.values import Dependency as Dep
 
             fresh = [

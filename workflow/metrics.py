@@ -620,42 +620,36 @@ def _plural(model: Any) -> str:
 
 
 def row_counts(models: Iterable[Any], *, using: str = "default") -> list[TableCount]:
-    """Row counts that stay cheap on big tables.
+    """Row counts that stay cheap on big tables: exact up to ``COUNT_CAP`` rows, estimated beyond.
 
-    PostgreSQL: the planner's estimate (``pg_class.reltuples``), one query. SQLite: an exact
-    count capped at ``COUNT_CAP`` rows (so it stops early), and past the cap ``max(id)`` as an estimate.
+    The estimate is the planner's (``pg_class.reltuples``) on PostgreSQL and ``max(id)`` on SQLite.
     """
     connection = connections[using]
-    models = list(models)
     out: list[TableCount] = []
-    if connection.vendor == "postgresql":
-        tables = [m._meta.db_table for m in models]
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT relname, reltuples::bigint FROM pg_class WHERE relname = ANY(%s)", [tables])
-            estimates = dict(cursor.fetchall())
-        for m in models:
-            n = estimates.get(m._meta.db_table)
-            out.append(TableCount(label=_plural(m), table=m._meta.db_table,
-                                  count=max(n, 0) if n is not None and n >= 0 else None, exact=False,
-                                  note="planner estimate" if n is not None and n >= 0 else "not analyzed yet"))
-        return out
     with connection.cursor() as cursor:
         for m in models:
             table = connection.ops.quote_name(m._meta.db_table)
-            cursor.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT {COUNT_CAP + 1})")  # noqa: S608
+            cursor.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT {COUNT_CAP + 1}) AS capped")  # noqa: S608
             n = cursor.fetchone()[0]
             label = _plural(m)
             if n <= COUNT_CAP:
                 out.append(TableCount(label=label, table=m._meta.db_table, count=n, exact=True))
                 continue
-            pk = m._meta.pk
-            if isinstance(pk, (IntegerField,)) or pk.get_internal_type() in ("AutoField", "BigAutoField"):
-                cursor.execute(f"SELECT MAX({connection.ops.quote_name(pk.column)}) FROM {table}")  # noqa: S608
-                estimate = cursor.fetchone()[0] or n
-                out.append(TableCount(label=label, table=m._meta.db_table, count=max(int(estimate), n), exact=False,
-                                      note="estimate from the highest id"))
-            else:
-                out.append(TableCount(label=label, table=m._meta.db_table, count=n, exact=False,
-                                      note=f"more than {COUNT_CAP:,}; not counted further"))
+            estimate, note = _estimate(cursor, connection, m)
+            out.append(TableCount(label=label, table=m._meta.db_table, count=max(estimate or 0, n), exact=False,
+                                  note=note if estimate else f"more than {COUNT_CAP:,}; not counted further"))
     return out
+
+
+def _estimate(cursor: Any, connection: Any, model: Any) -> tuple[int | None, str]:
+    if connection.vendor == "postgresql":
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [model._meta.db_table])
+        row = cursor.fetchone()
+        return (int(row[0]) if row and row[0] and row[0] > 0 else None), "planner estimate"
+    pk = model._meta.pk
+    if pk.get_internal_type() in ("AutoField", "BigAutoField", "IntegerField", "BigIntegerField"):
+        table = connection.ops.quote_name(model._meta.db_table)
+        cursor.execute(f"SELECT MAX({connection.ops.quote_name(pk.column)}) FROM {table}")  # noqa: S608
+        return cursor.fetchone()[0], "estimate from the highest id"
+    return None, ""
 

@@ -560,7 +560,7 @@ def test_engine_status__database_migrations_counts_and_settings(viewer_client: C
     html = viewer_client.get(reverse("consoles:engine")).content.decode()
     text = text_of(html)
 
-    assert "sqlite" in text
+    assert connection.vendor in text
     assert str(connection.settings_dict["NAME"]) in html
     assert re.search(r'data-fact="migrations">(\d+)<', html).group(1) != "0"
     counts = dict(re.findall(r'data-table="(workflow_\w+)">.*?<td class="num">\s*([\d,~]+)', html, re.S))
@@ -576,7 +576,9 @@ def test_row_counts__capped_then_estimated_from_max_id(transactional_db: Any, mo
         make_event()
     make_run()
     (events, runs) = metrics.row_counts([Event, Run])
-    assert (events.count, events.exact) == (Event.objects.order_by("-id").first().id, False)
+    assert events.exact is False and events.count > metrics.COUNT_CAP
+    if connection.vendor == "sqlite":
+        assert events.count == Event.objects.order_by("-id").first().id
     assert (runs.count, runs.exact) == (1, True)
 
 

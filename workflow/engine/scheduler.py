@@ -173,8 +173,6 @@ class Scheduler:
                 limit = 0 if self._stopping.is_set() else self.capacity - len(self._in_flight) + len(outcomes)
                 try:
                     report, claimed = self._commit_and_claim(outcomes, limit)
-                    handed_back = self._release_unknown_leases() if failures else 0
-                    failures = 0
                 except StoreUnavailable as exc:
                     failures += 1
                     delay = min(0.1 * 2**failures, 10.0)
@@ -185,6 +183,9 @@ class Scheduler:
                 self.totals.add(report)
                 self.totals.claimed += len(claimed.steps)
                 self._dispatch(claimed.steps)
+                # Only once this claim is dispatched can "leased to us but unknown" mean a lost reply.
+                handed_back = self._release_unknown_leases() if failures else 0
+                failures = 0
                 wake_in = claimed.wake_in if len(claimed.steps) < limit and not handed_back else 0.0
                 cycles += 1
                 if self.max_cycles and cycles >= self.max_cycles:
