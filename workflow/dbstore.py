@@ -663,6 +663,35 @@ class DjangoStore:
         thread.start()
         return stopped.set
 
+    def start_checkpointer(self, interval: float = 1.0) -> Callable[[], None] | None:
+        """SQLite: checkpoint the WAL from a side thread, so no commit on the loop pays for it.
+
+        Left to SQLite, every thousandth page written makes one commit copy the WAL back into
+        the database, which is most of a chain's p99 latency. PostgreSQL: nothing to do (None).
+        """
+        if self.connection.vendor != "sqlite":
+            return None
+        import sqlite3
+
+        with self.connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+        path = self.connection.settings_dict["NAME"]
+        stopped = threading.Event()
+
+        def loop() -> None:
+            conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            try:
+                while not stopped.wait(interval):
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error as exc:  # busy or locked: the next round catches up
+                        log.debug("checkpoint skipped: %s", exc)
+            finally:
+                conn.close()
+
+        threading.Thread(target=loop, name="workflow-checkpoint", daemon=True).start()
+        return stopped.set
+
     def _outcome_event(self, o: Outcome, now: datetime) -> tuple[Any, ...]:
         step = o.step
         payload: dict[str, Any] = {"attempt": step.attempt, "max_attempts": step.retry.max_attempts}

@@ -134,8 +134,7 @@ class Scheduler:
                 self.runtime.clock(),
             )
         )
-        listen = getattr(self.store, "listen", None)
-        stop_listening = listen(self.wake) if listen else None
+        stoppers = [stop for stop in (self.store.listen(self.wake), self.store.start_checkpointer()) if stop]
         log.info("worker started worker=%s max_workers=%d queues=%s site=%s", self.worker_id, self.max_workers,
                  ",".join(self.queues) if self.queues else "*", self.site or "-")
         outcomes: list[Outcome] = []
@@ -198,8 +197,8 @@ class Scheduler:
                 elif self.burst and not (self._in_flight or claimed.steps or handed_back) and claimed.wake_in is None:
                     break
         finally:
-            if stop_listening:
-                stop_listening()
+            for stop in stoppers:
+                stop()
             self._hand_back_all()
             self._stop_pool()
             self._call_store(lambda: self.store.worker_stopped(self.worker_id, self.runtime.clock()))

@@ -67,6 +67,10 @@ class Store(Protocol):
         """Call ``wake`` when another process makes steps ready; return a stopper (None: unsupported)."""
         ...
 
+    def start_checkpointer(self) -> Callable[[], None] | None:
+        """Start database housekeeping off the hot path; return a stopper (None: nothing to do)."""
+        ...
+
     def after_step(self) -> None:
         """Release per-thread resources an executor may have opened (database connections)."""
         ...
