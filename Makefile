@@ -48,6 +48,7 @@ test-py313:
 	else echo "Python 3.13 not found: skipping the Django 6 leg"; fi
 
 bench: $(BIN)/.installed
+	$(BIN)/pip install --quiet py-spy  # the profiles; the peers go to .venv-bench, never here
 	$(BIN)/python -m bench
 
 clean:
