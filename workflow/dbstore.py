@@ -372,7 +372,7 @@ class DjangoStore:
         sites = ["", req.site] if req.site else [""]
         claim_sql = self.claim_sql(len(sites))
         remaining = req.limit
-        lease_now = now
+        lease_now = self._locked_now(req, now) if not self.is_postgres else now  # SQLite: BEGIN IMMEDIATE holds the lock
         rows: list[tuple[Any, ...]] = []
         hints: list[float] = []
         for name in names:
@@ -383,7 +383,7 @@ class DjangoStore:
             limited = row is not None and (row[1] is not None or row[2] is not None)
             tokens = 0.0
             if limited:
-                allowance, tokens, hint, claim_now = self._queue_allowance(cursor, name, allowance, now)
+                allowance, tokens, hint, claim_now = self._queue_allowance(cursor, name, allowance, now, req)
                 lease_now = max(lease_now, claim_now)
                 if hint is not None:
                     hints.append(hint)
@@ -417,8 +417,12 @@ class DjangoStore:
             f" AND site IN ({_marks(site_count)}) ORDER BY available_at, id LIMIT %s{skip_locked}"
         )
 
+    @staticmethod
+    def _locked_now(req: ClaimRequest, now: datetime) -> datetime:
+        return max(now, req.clock()) if req.clock else now
+
     def _queue_allowance(
-        self, cursor: Any, name: str, wanted: int, now: datetime
+        self, cursor: Any, name: str, wanted: int, now: datetime, req: ClaimRequest
     ) -> tuple[int, float, float | None, datetime]:
         """Lock a limited queue's row; return (steps it may start, tokens left, wake hint, claim time).
 
@@ -431,6 +435,7 @@ class DjangoStore:
             [name],
         )
         max_workers, rate, per_seconds, burst, tokens, refilled_at = cursor.fetchone()
+        now = self._locked_now(req, now)
         allowance = wanted
         hint = None
         if max_workers is not None:

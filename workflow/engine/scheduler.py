@@ -234,6 +234,7 @@ class Scheduler:
                 lease_duration=self.lease_duration,
                 queues=self.queues,
                 site=self.site,
+                clock=self.runtime.clock,
             )
         try:
             report, claimed = self.store.complete_and_claim(outcomes, request, self.runtime.clock())

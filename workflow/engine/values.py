@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -355,6 +355,9 @@ class ClaimRequest:
     lease_duration: timedelta
     queues: tuple[str, ...] | None = None  # None: every queue
     site: str | None = None  # None: only steps without a site
+    # Read again once the claim holds its locks, so lease start times are never earlier than
+    # the releases that made room for them (queue caps are then provable from the lease rows).
+    clock: Callable[[], datetime] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
