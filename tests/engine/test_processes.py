@@ -8,17 +8,21 @@ import pytest
 
 from tests.processes import assert_no_overlapping_live_leases, wait_for
 from workflow.conf import build_runtime
-from workflow.models import Lease, Run, Step
+from workflow.models import Lease, Run, Step, Worker
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 def test_three_worker_processes__drain_a_2000_step_run_exactly_once(spawn_worker):
-    rt = build_runtime()
+    workers = [spawn_worker("--max-workers", "4", name=f"w{n}") for n in range(3)]
+    # Start the run only once all three are polling, so they really compete for it.
+    wait_for(lambda: Worker.objects.filter(stopped_at__isnull=True).count() == 3, 60, "three workers to start")
     steps = [{"id": f"s{i}", "kind": "noop", "input": {"i": i}} for i in range(2000)]
-    run_id = rt.start_run("t", {"steps": steps}).id
-    workers = [spawn_worker("--burst", "--max-workers", "4", name=f"w{n}") for n in range(3)]
+    run_id = build_runtime().start_run("t", {"steps": steps}).id
+    wait_for(lambda: Run.objects.get(pk=run_id).is_active is False, 120, "the run to finish")
     for proc in workers:
-        assert proc.wait(timeout=120) == 0
+        proc.send_signal(signal.SIGTERM)
+    for proc in workers:
+        assert proc.wait(timeout=60) == 0
     assert Run.objects.get(pk=run_id).state == "succeeded"
     assert Step.objects.filter(run_id=run_id, state="succeeded").count() == 2000
     # Exactly one committed attempt per step, and every step's lease history is clean.
