@@ -94,6 +94,7 @@ class DjangoStore:
         self._known_queues: set[str] = set()
         self._round_robin = 0
         self._dt_memo: tuple[Any, Any] = (None, None)
+        self._policies: dict[Any, RetryPolicy] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -417,6 +418,15 @@ class DjangoStore:
             f" AND site IN ({_marks(site_count)}) ORDER BY available_at, id LIMIT %s{skip_locked}"
         )
 
+    def _retry_policy(self, raw: Any) -> RetryPolicy:
+        """Parse a step's retry policy once per distinct JSON text: a run's steps mostly share one."""
+        policy = self._policies.get(raw)
+        if policy is None:
+            if len(self._policies) > 1000:
+                self._policies.clear()
+            policy = self._policies[raw] = RetryPolicy.from_json(_loads(raw))
+        return policy
+
     @staticmethod
     def _locked_now(req: ClaimRequest, now: datetime) -> datetime:
         return max(now, req.clock()) if req.clock else now
@@ -483,7 +493,7 @@ class DjangoStore:
                                           queue=queue, worker_id=req.worker_id, payload={"attempt": attempt}))
             claimed.append(ClaimedStep(
                 pk=pk, run_id=run_id, step_id=step_id, kind=kind, queue=queue, site=site, input=_loads(raw_input),
-                metadata=_loads(metadata) or {}, parent_id=parent, retry=RetryPolicy.from_json(_loads(retry)),
+                metadata=_loads(metadata) or {}, parent_id=parent, retry=self._retry_policy(retry),
                 lease=LeaseInfo(token=token, worker_id=req.worker_id, attempt=attempt, claimed_at=now,
                                 expires_at=expires),
             ))

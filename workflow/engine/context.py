@@ -9,7 +9,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .builder import build_spec, check_id, to_json_value
 from .errors import permanent
@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 _NO_RESULT = object()
 
 
+class CancelSignal(Protocol):
+    """What an attempt polls to learn that its run was canceled or its lease lost."""
+
+    def is_set(self) -> bool: ...
+
+
 class StepContext:
     """The executor-facing view of one attempt of a durable step.
 
@@ -40,7 +46,7 @@ class StepContext:
     """
 
     def __init__(
-        self, runtime: Runtime, claimed: ClaimedStep, *, cancelled: threading.Event, now: datetime, input: Any
+        self, runtime: Runtime, claimed: ClaimedStep, *, cancelled: CancelSignal, now: datetime, input: Any
     ) -> None:
         self._runtime = runtime
         self._claimed = claimed

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .builder import RunBuilder, check_id, to_json_value, validate_graph
-from .context import LogBuffer, StepContext, current_log
+from .context import CancelSignal, LogBuffer, StepContext, current_log
 from .errors import (
     ConfigurationError,
     InvalidGraph,
@@ -222,7 +222,7 @@ class Runtime:
             self.projection_store.close()
 
     # -- executing one attempt ---------------------------------------------------------------
-    def execute(self, claimed: ClaimedStep, cancelled: threading.Event) -> Outcome:
+    def execute(self, claimed: ClaimedStep, cancelled: CancelSignal) -> Outcome:
         """Run the executor for ``claimed`` and turn whatever happens into an ``Outcome``."""
         started = self.clock()
         buffer = LogBuffer(self.config.log_limit_bytes)

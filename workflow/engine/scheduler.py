@@ -32,10 +32,25 @@ _WAKE = object()
 _STOP = object()
 
 
+class CancelFlag:
+    """Set by the loop thread, read by the executor: a plain flag, cheaper than an Event per step."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 @dataclass(slots=True)
 class _Running:
     step: ClaimedStep
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: CancelFlag = field(default_factory=CancelFlag)
 
 
 class Scheduler:
