@@ -186,7 +186,10 @@ class Scheduler:
                     next_check = clock + min(1.0, self.heartbeat_seconds)
                 limit = 0 if self._stopping.is_set() else self.capacity - len(self._in_flight) + len(outcomes)
                 try:
-                    report, claimed = self._commit_and_claim(outcomes, limit)
+                    if outcomes or limit > 0:
+                        report, claimed = self._commit_and_claim(outcomes, limit)
+                    else:  # full, or stopping, with nothing finished: no transaction to open
+                        report, claimed = CommitReport(), ClaimResult(steps=(), wake_in=0.0)
                 except StoreUnavailable as exc:
                     failures += 1
                     delay = min(0.1 * 2**failures, 10.0)
