@@ -39,6 +39,7 @@ from .engine.builder import validate_graph
 from .engine.errors import InvalidGraph, InvalidState, NotFound, RunConflict, StoreUnavailable
 from .engine.store import ClaimResult, WorkerInfo
 from .engine.values import (
+    TERMINAL_STEP_STATES,
     ClaimedStep,
     ClaimRequest,
     CommitReport,
@@ -61,7 +62,6 @@ from .models import Queue, Record, Run, Step, Worker
 log = logging.getLogger("workflow.store")
 
 CHUNK = 500
-TERMINAL = (StepState.SUCCEEDED, StepState.FAILED, StepState.CANCELED)
 _EVENT_SQL = (
     "INSERT INTO workflow_event (created_at, kind, severity, run_id, step_id, queue, worker_id, actor, message, payload)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -224,14 +224,9 @@ class DjangoStore:
         states: dict[str, str] = {}
         pending: dict[str, int] = {}
         for spec in specs:
-            unmet = 0
-            for dep in spec.depends_on:
-                if dep.step_id in existing:
-                    state = existing[dep.step_id][1]
-                    met = state == StepState.SUCCEEDED or (not dep.required and state in TERMINAL)
-                    unmet += 0 if met else 1
-                else:
-                    unmet += 1
+            unmet = sum(
+                1 for dep in spec.depends_on if dep.step_id not in existing or not dep.is_met_by(existing[dep.step_id][1])
+            )
             pending[spec.id] = unmet
             states[spec.id] = StepState.READY if unmet == 0 else StepState.PENDING
         # Multi-row INSERT ... RETURNING: one statement per 500 steps, and the new ids come back with it.
@@ -263,7 +258,7 @@ class DjangoStore:
             for dep in spec.depends_on:
                 if dep.step_id in existing:
                     target_pk, state = existing[dep.step_id]
-                    satisfied = state == StepState.SUCCEEDED or (not dep.required and state in TERMINAL)
+                    satisfied = dep.is_met_by(state)
                 else:
                     target_pk, satisfied = pks[dep.step_id], False
                 edges.append((run_id, pks[spec.id], target_pk, dep.required, satisfied))
@@ -568,7 +563,7 @@ class DjangoStore:
         succeeded = retried = failed = 0
         for o in valid:
             state = o.next_state
-            terminal = state in TERMINAL
+            terminal = state in TERMINAL_STEP_STATES
             error = o.error.to_json() if o.error else None
             step_updates.append((
                 str(state), _dumps(o.result) if state == StepState.SUCCEEDED else None, _dumps(error),

@@ -20,11 +20,9 @@ from django.db.models import Count, F, Func, IntegerField, Max, Min, Q
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
-from .engine.values import RunState, StepState
+from .engine.values import ACTIVE_RUN_STATES, TERMINAL_STEP_STATES, RunState, StepState
 from .models import Lease, Queue, Run, Step, Worker
 
-ACTIVE_RUN_STATES = (RunState.PENDING, RunState.RUNNING)
-TERMINAL_STEP_STATES = (StepState.SUCCEEDED, StepState.FAILED, StepState.CANCELED)
 # A worker that has not sent a heartbeat for this many heartbeat intervals is presumed gone.
 LIVE_HEARTBEATS = 3
 

@@ -11,15 +11,15 @@ from datetime import datetime
 from django.db import models
 from django.db.models import Q
 
-from .engine.values import RunState, StepState
+from .engine.values import ACTIVE_RUN_STATES, ACTIVE_STEP_STATES, TERMINAL_RUN_STATES, RunState, StepState
 
 
 class RunQuerySet(models.QuerySet["Run"]):
     def active(self) -> RunQuerySet:
-        return self.filter(state__in=[RunState.PENDING, RunState.RUNNING])
+        return self.filter(state__in=ACTIVE_RUN_STATES)
 
     def finished(self) -> RunQuerySet:
-        return self.filter(state__in=[RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELED])
+        return self.filter(state__in=TERMINAL_RUN_STATES)
 
     def finished_before(self, moment: datetime) -> RunQuerySet:
         return self.finished().filter(finished_at__lt=moment)
@@ -76,7 +76,7 @@ class StepQuerySet(models.QuerySet["Step"]):
         return self.filter(state=StepState.FAILED)
 
     def active(self) -> StepQuerySet:
-        return self.filter(state__in=[StepState.PENDING, StepState.READY, StepState.RUNNING])
+        return self.filter(state__in=ACTIVE_STEP_STATES)
 
 
 class Step(models.Model):

@@ -22,13 +22,12 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .engine.errors import WorkflowError
-from .engine.values import RunState, StepState
+from .engine.values import TERMINAL_STEP_STATES, RunState, StepState
 from .graph import GraphEdge, GraphNode
 from .models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step
 
 RUN_STATES = [s.value for s in RunState]
 STEP_STATES = [s.value for s in StepState]
-DONE_STEP_STATES = (StepState.SUCCEEDED, StepState.FAILED, StepState.CANCELED)
 PREVIEW_LIMIT_BYTES = 256 * 1024
 LEASE_BAR_FIELDS = (
     "id", "run", "step", "attempt", "worker_id", "token", "claimed_at", "started_at", "released_at", "expires_at",
@@ -213,7 +212,7 @@ class Progress:
 
     @property
     def done(self) -> int:
-        return sum(self.counts.get(s, 0) for s in DONE_STEP_STATES)
+        return sum(self.counts.get(s, 0) for s in TERMINAL_STEP_STATES)
 
     @property
     def percent(self) -> int:

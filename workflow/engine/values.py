@@ -23,7 +23,11 @@ class StepState(enum.StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in (StepState.SUCCEEDED, StepState.FAILED, StepState.CANCELED)
+        return self in TERMINAL_STEP_STATES
+
+
+TERMINAL_STEP_STATES = (StepState.SUCCEEDED, StepState.FAILED, StepState.CANCELED)
+ACTIVE_STEP_STATES = (StepState.PENDING, StepState.READY, StepState.RUNNING)
 
 
 class RunState(enum.StrEnum):
@@ -35,7 +39,11 @@ class RunState(enum.StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELED)
+        return self in TERMINAL_RUN_STATES
+
+
+TERMINAL_RUN_STATES = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELED)
+ACTIVE_RUN_STATES = (RunState.PENDING, RunState.RUNNING)
 
 
 class BackoffKind(enum.StrEnum):
@@ -143,6 +151,10 @@ class Dependency:
 
     step_id: str
     required: bool = True
+
+    def is_met_by(self, state: str) -> bool:
+        """Whether a dependency in ``state`` releases this edge."""
+        return state == StepState.SUCCEEDED or (not self.required and state in TERMINAL_STEP_STATES)
 
 
 @dataclass(frozen=True, slots=True)
