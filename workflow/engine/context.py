@@ -108,10 +108,6 @@ class StepContext:
         self._result = to_json_value(f"result of step {self._claimed.step_id!r}", data)
 
     @property
-    def has_result(self) -> bool:
-        return self._result is not _NO_RESULT
-
-    @property
     def result_data(self) -> Any:
         return None if self._result is _NO_RESULT else self._result
 
