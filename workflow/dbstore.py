@@ -238,7 +238,7 @@ class DjangoStore:
             rows.append((
                 run_id, s_.id, s_.kind, s_.queue, s_.site, s_.parent_id, s_.dedup_key, _dumps(s_.input),
                 _dumps(dict(s_.metadata)), retry, str(states[s_.id]), s_.retry.max_attempts, pending[s_.id],
-                s_.priority, self._dt(s_.not_before) if s_.not_before and s_.not_before > now else now_db, now_db, now_db,
+                s_.priority, self._dt(s_.not_before) if s_.not_before else now_db, now_db, now_db,
             ))
         pks: dict[str, int] = {}
         columns = (

@@ -102,3 +102,10 @@ def record_order(name: str) -> str:
     with open(os.environ["WORKFLOW_TASK_ORDER_FILE"], "a") as fh:
         fh.write(name + "\n")
     return name
+
+
+@task(retry={"max_attempts": 3, "initial_backoff": 0})
+def resilient_sleep(seconds: float) -> str:
+    """A task with its own retry policy (``@task`` passes ``retry`` to ``WorkflowTask``)."""
+    time.sleep(seconds)
+    return "slept"

@@ -14,14 +14,16 @@ try:
         from django.tasks import TaskContext, TaskResult, TaskResultStatus, task, task_backends
         from django.tasks.backends.base import BaseTaskBackend
         from django.tasks.base import Task, TaskError
-        from django.tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
+        from django.tasks.exceptions import InvalidTask as InvalidTaskError
+        from django.tasks.exceptions import TaskResultDoesNotExist
         from django.tasks.signals import task_enqueued, task_finished, task_started
         from django.utils.json import normalize_json
     else:
         from django_tasks import TaskContext, TaskResult, TaskResultStatus, task, task_backends
         from django_tasks.backends.base import BaseTaskBackend
         from django_tasks.base import Task, TaskError
-        from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
+        from django.tasks.exceptions import InvalidTask as InvalidTaskError
+        from django.tasks.exceptions import TaskResultDoesNotExist
         from django_tasks.signals import task_enqueued, task_finished, task_started
         from django_tasks.utils import normalize_json
 except ImportError as exc:  # pragma: no cover - depends on what is installed
