@@ -13,3 +13,6 @@ def fresh_runtime() -> Iterator[None]:
     reset_runtime()
     yield
     reset_runtime()
+
+
+from tests.views.conftest import operator_client, operator_user  # noqa: E402, F401  (the dashboard's fixtures)

@@ -22,8 +22,7 @@ try:
         from django_tasks import TaskContext, TaskResult, TaskResultStatus, task, task_backends
         from django_tasks.backends.base import BaseTaskBackend
         from django_tasks.base import Task, TaskError
-        from django.tasks.exceptions import InvalidTask as InvalidTaskError
-        from django.tasks.exceptions import TaskResultDoesNotExist
+        from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
         from django_tasks.signals import task_enqueued, task_finished, task_started
         from django_tasks.utils import normalize_json
 except ImportError as exc:  # pragma: no cover - depends on what is installed
