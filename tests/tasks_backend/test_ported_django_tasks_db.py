@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from tests.processes import wait_for
 from tests.tasks_backend import sample_tasks as test_tasks
-from workflow.models import Lease, Run, Step
+from workflow.models import Lease, Run, Step, Worker
 from workflow.tasks import WorkflowBackend
 from workflow.tasks.compat import (
     InvalidTaskError,
@@ -492,7 +492,8 @@ class DatabaseWorkerProcessTestCase(TransactionTestCase):
 
     def test_interrupt_no_tasks(self) -> None:
         process = self.start_worker()
-        time.sleep(2)
+        # Theirs sleeps a second; ours waits until the worker registered (its signal handlers are in place).
+        wait_for(lambda: Worker.objects.filter(stopped_at__isnull=True).exists(), 60, "the worker to start")
         process.terminate()
         process.wait(timeout=30)
         self.assertEqual(process.returncode, 0)

@@ -89,12 +89,15 @@ class WorkflowBackend(compat.BaseTaskBackend):  # type: ignore[misc,valid-type]
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         """Start the task's run in the caller's transaction: a rollback un-enqueues it."""
-        from ..conf import runtime, workflow_settings
-        from .results import task_result_for
+        from ..conf import runtime
+        from .results import new_task_result
 
         self.validate_task(task)
+        rt = runtime()
         run_id = str(uuid.uuid4())
+        enqueued_at = rt.clock()
         params = {
+            "enqueued_at": enqueued_at.isoformat(),
             "task": task.module_path,
             "args": compat.normalize_json(args),
             "kwargs": compat.normalize_json(kwargs),
@@ -104,8 +107,9 @@ class WorkflowBackend(compat.BaseTaskBackend):  # type: ignore[misc,valid-type]
             "run_after": task.run_after.isoformat() if task.run_after is not None else None,
             "retry": self.retry_for(task).to_json(),
         }
-        runtime().start_run(PACKAGE, params, run_id=run_id, name=task.module_path, metadata={"task": task.module_path})
-        result = task_result_for(run_id, task=task, using=workflow_settings().get("DATABASE", "default"))
+        rt.start_run(PACKAGE, params, run_id=run_id, name=task.module_path, metadata={"task": task.module_path})
+        result = new_task_result(task, run_id, enqueued_at=enqueued_at, args=params["args"],
+                                 kwargs=params["kwargs"], backend=self.alias)
         compat.task_enqueued.send(type(self), task_result=result)
         return result
 

@@ -33,7 +33,7 @@ def start(run: RunBuilder, params: Any) -> None:
         priority=params["priority"],
         not_before=run_after,
         retry=RetryPolicy.from_json(params["retry"]),
-        metadata={"task": params["task"], "backend": params["backend"]},
+        metadata={"task": params["task"], "backend": params["backend"], "enqueued_at": params["enqueued_at"]},
     )
 
 
@@ -46,7 +46,7 @@ def exception_class_path(exc: BaseException) -> str:
 def run_task(step: StepContext) -> Any:
     """Call the task function; any exception (SystemExit included) fails this attempt, not the worker."""
     from . import compat
-    from .results import task_result_for
+    from .results import ended, running_result
 
     meta = step.step.metadata
     try:
@@ -57,7 +57,7 @@ def run_task(step: StepContext) -> Any:
         raise permanent("task_not_found", f"{meta['task']!r} is not a task (decorate it with @task)")
     backend = type(compat.task_backends[meta["backend"]])
     args, kwargs = step.raw_input["args"], step.raw_input["kwargs"]
-    result = task_result_for(step.step.run_id, task=task, running_attempt=step.attempt, worker_id=step.lease.worker_id)
+    result = running_result(step, task)
     compat.task_started.send(sender=backend, task_result=result)
     try:
         if task.takes_context:
@@ -71,19 +71,14 @@ def run_task(step: StepContext) -> Any:
         error = _task_error(exc)
         step.logger.error("task %s raised %s", meta["task"], error.message, exc_info=exc)  # the attempt's log keeps it
         last = step.attempt >= step.step.retry.max_attempts
-        failed = task_result_for(
-            step.step.run_id, task=task,
-            status=compat.TaskResultStatus.FAILED if last else compat.TaskResultStatus.READY,
-            running_attempt=step.attempt, worker_id=step.lease.worker_id, error=error,
-            finished_at=step.now if last else None,
+        status = compat.TaskResultStatus.FAILED if last else compat.TaskResultStatus.READY
+        compat.task_finished.send(
+            sender=backend, task_result=ended(result, status=status, finished_at=step.now if last else None, error=error)
         )
-        compat.task_finished.send(sender=backend, task_result=failed)
         raise error from exc
-    done = task_result_for(
-        step.step.run_id, task=task, status=compat.TaskResultStatus.SUCCESSFUL,
-        running_attempt=step.attempt, worker_id=step.lease.worker_id, return_value=value, finished_at=step.now,
-    )
-    compat.task_finished.send(sender=backend, task_result=done)
+    compat.task_finished.send(sender=backend, task_result=ended(
+        result, status=compat.TaskResultStatus.SUCCESSFUL, finished_at=step.now, return_value=value
+    ))
     return value
 
 
