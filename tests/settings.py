@@ -9,7 +9,7 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.procapp"]
 WORKFLOW = {**WORKFLOW, "POLL_INTERVAL": timedelta(milliseconds=50), "QUEUES": {}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-# Django's task framework on our backend (Django 6's django.tasks, or the django-tasks backport on 5.2).
+# Django's task framework on our backend; the ported django-tasks-db tests expect no retries by default.
 TASKS = {
     "default": {
         "BACKEND": "workflow.tasks.WorkflowBackend",

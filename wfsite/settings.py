@@ -127,3 +127,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {"workflow": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
+
+# Django's task API on the engine (Django 6's django.tasks, or the django-tasks backport on 5.2).
+TASKS = {"default": {"BACKEND": "workflow.tasks.WorkflowBackend", "QUEUES": ["default"]}}
