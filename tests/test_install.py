@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +15,7 @@ from django.contrib.sessions.middleware import SessionMiddleware
 from django.test import Client, override_settings
 from django.urls import reverse
 
+from tests.processes import ROOT
 from workflow.checks import check_site_requirements
 
 
@@ -63,3 +69,25 @@ def test_dashboard_login__is_served_under_the_apps_urls_and_logs_in(client: Clie
     assert done.status_code == 302 and done["Location"] == "/runs/"
     out = client.post(reverse("workflow:logout"))
     assert out.status_code == 302 and out["Location"] == reverse("login")  # the demo's LOGOUT_REDIRECT_URL
+
+
+
+LOG_A_500 = """
+import django
+django.setup()
+from django.http import HttpResponse
+from django.test import RequestFactory
+from django.utils.log import log_response
+log_response("Internal Server Error: %s", "/runs/", response=HttpResponse(status=500),
+             request=RequestFactory().get("/runs/"))
+"""
+
+
+def test_production_logging__writes_a_500_to_stderr(tmp_path: Path) -> None:
+    """Django's handler logs every 500 through ``django.request``: with DEBUG off it must reach stderr."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "wfsite.production", "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+           "WFSITE_VAR_DIR": str(tmp_path)}
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "-c", LOG_A_500], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "ERROR django.request Internal Server Error: /runs/" in done.stderr

@@ -123,5 +123,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"workflow": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+    "loggers": {
+        "workflow": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # A 500's traceback goes to stderr with DEBUG off too (Django's default only mails ADMINS).
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
 }
