@@ -21,13 +21,23 @@ from workflow.projections import SQLiteProjectionStore
 
 
 @pytest.fixture
-def test_package() -> Package:
-    return build_test_package()
+def package_kinds() -> list[Callable[[Package], None]]:
+    """Functions adding executors to the package "t"; a test module overrides this to add its own kinds."""
+    return []
 
 
 @pytest.fixture
-def registry(test_package: Package) -> Registry:
-    return Registry([test_package])
+def demo_package(package_kinds: list[Callable[[Package], None]]) -> Package:
+    """The package "t" (the kinds of ``tests/procapp/workflows.py``) plus the kinds the module adds."""
+    pkg = build_test_package()
+    for add_kinds in package_kinds:
+        add_kinds(pkg)
+    return pkg
+
+
+@pytest.fixture
+def registry(demo_package: Package) -> Registry:
+    return Registry([demo_package])
 
 
 @pytest.fixture

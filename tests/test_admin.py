@@ -17,8 +17,8 @@ from tests.views.conftest import (  # noqa: F401  (fixtures shared with the view
     _close_gate,
     active_run,
     failed_run,
+    package_kinds,
     report_run,
-    test_package,
 )
 from workflow import models
 from workflow.models import Event, Run, Step

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from django.core.files.storage import FileSystemStorage
 from django.utils import timezone
 
-from tests.conftest import build_test_package, drain, run_graph
+from tests.conftest import drain, run_graph
 from workflow import Package, StepContext, StepState, permanent, retryable
 from workflow.artifacts import CHUNK, FileArtifactStore, StorageArtifactStore, check_key, new_key
 from workflow.engine.errors import InvalidInput
@@ -223,33 +224,32 @@ def test_keys__lists_blobs_and_skips_foreign_names(store: FileArtifactStore) -> 
 
 # -- artifacts in steps ------------------------------------------------------------------------------
 @pytest.fixture
-def test_package() -> Package:
-    pkg = build_test_package()
+def package_kinds() -> list[Callable[[Package], None]]:
+    def add_kinds(pkg: Package) -> None:
+        @pkg.executor("store")
+        def store_step(step: StepContext) -> dict:
+            size = (step.raw_input or {}).get("size", 1000)
+            ref = step.store_artifact("data.bin", "application/octet-stream", GeneratedBody(size),
+                                      metadata={"source": "generated"})
+            return {"id": ref.id, "size": ref.size, "sha256": ref.sha256, "uri": ref.uri}
 
-    @pkg.executor("store")
-    def store_step(step: StepContext) -> dict:
-        size = (step.raw_input or {}).get("size", 1000)
-        ref = step.store_artifact("data.bin", "application/octet-stream", GeneratedBody(size),
-                                  metadata={"source": "generated"})
-        return {"id": ref.id, "size": ref.size, "sha256": ref.sha256, "uri": ref.uri}
+        @pkg.executor("store_then_fail")
+        def store_then_fail(step: StepContext) -> None:
+            step.store_artifact("partial.bin", "application/octet-stream", io.BytesIO(b"half-done work"))
+            raise permanent("after_store", "failed after storing an artifact")
 
-    @pkg.executor("store_then_fail")
-    def store_then_fail(step: StepContext) -> None:
-        step.store_artifact("partial.bin", "application/octet-stream", io.BytesIO(b"half-done work"))
-        raise permanent("after_store", "failed after storing an artifact")
+        @pkg.executor("store_flaky")
+        def store_flaky(step: StepContext) -> dict:
+            step.store_artifact(f"attempt-{step.attempt}.txt", "text/plain", f"attempt {step.attempt}".encode())
+            if step.attempt < 2:
+                raise retryable("flaky", "first attempt fails after storing")
+            return {"attempt": step.attempt}
 
-    @pkg.executor("store_flaky")
-    def store_flaky(step: StepContext) -> dict:
-        step.store_artifact(f"attempt-{step.attempt}.txt", "text/plain", f"attempt {step.attempt}".encode())
-        if step.attempt < 2:
-            raise retryable("flaky", "first attempt fails after storing")
-        return {"attempt": step.attempt}
+        @pkg.executor("inline")
+        def inline(step: StepContext) -> None:
+            step.artifact("blob.bin", "application/octet-stream", b"x" * step.raw_input["size"])
 
-    @pkg.executor("inline")
-    def inline(step: StepContext) -> None:
-        step.artifact("blob.bin", "application/octet-stream", b"x" * step.raw_input["size"])
-
-    return pkg
+    return [add_kinds]
 
 
 def test_store_artifact__commits_a_reference_row(runtime: Any) -> None:

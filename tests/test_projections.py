@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from tests.conftest import build_test_package, drain, run_graph
+from tests.conftest import drain, run_graph
 from workflow import Config, ConfigurationError, Package, Registry, Runtime, StepContext
 from workflow.dbstore import DjangoStore
 from workflow.engine.errors import InvalidInput
@@ -134,20 +135,19 @@ def seen() -> list[Any]:
 
 
 @pytest.fixture
-def test_package(seen: list[Any]) -> Package:
-    pkg = build_test_package()
+def package_kinds(seen: list[Any]) -> list[Callable[[Package], None]]:
+    def add_kinds(pkg: Package) -> None:
+        @pkg.executor("count")
+        def count(step: StepContext) -> dict:
+            p = step.projection("counts")
+            seen.append(p)
+            t = p.table("hits")
+            p.exec(f"CREATE TABLE IF NOT EXISTS {t} (k VARCHAR(100) PRIMARY KEY, n INTEGER)")
+            p.exec(f"INSERT INTO {t} (k, n) VALUES (?, 1) ON CONFLICT (k) DO UPDATE SET n = {t}.n + 1",
+                   [step.raw_input["k"]])
+            return {"rows": p.query(f"SELECT n FROM {t} WHERE k = ?", [step.raw_input["k"]])}
 
-    @pkg.executor("count")
-    def count(step: StepContext) -> dict:
-        p = step.projection("counts")
-        seen.append(p)
-        t = p.table("hits")
-        p.exec(f"CREATE TABLE IF NOT EXISTS {t} (k VARCHAR(100) PRIMARY KEY, n INTEGER)")
-        p.exec(f"INSERT INTO {t} (k, n) VALUES (?, 1) ON CONFLICT (k) DO UPDATE SET n = {t}.n + 1",
-               [step.raw_input["k"]])
-        return {"rows": p.query(f"SELECT n FROM {t} WHERE k = ?", [step.raw_input["k"]])}
-
-    return pkg
+    return [add_kinds]
 
 
 def test_runtime_projection__is_the_object_steps_see(runtime: Any, seen: list[Any]) -> None:

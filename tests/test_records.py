@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from tests.conftest import build_test_package, drain, run_graph
+from tests.conftest import drain, run_graph
 from workflow import Package, StepContext, StepState, permanent, retryable
 from workflow.engine.runtime import utcnow
 from workflow.engine.values import ClaimRequest, ErrorInfo
@@ -16,27 +17,26 @@ from workflow.models import Event, Lease, Record
 
 
 @pytest.fixture
-def test_package() -> Package:
-    pkg = build_test_package()
+def package_kinds() -> list[Callable[[Package], None]]:
+    def add_kinds(pkg: Package) -> None:
+        @pkg.executor("rec")
+        def rec(step: StepContext) -> None:
+            for write in step.raw_input["writes"]:
+                step.record(write["collection"], write["key"], write["data"])
 
-    @pkg.executor("rec")
-    def rec(step: StepContext) -> None:
-        for write in step.raw_input["writes"]:
-            step.record(write["collection"], write["key"], write["data"])
+        @pkg.executor("rec_attempt")
+        def rec_attempt(step: StepContext) -> dict:
+            step.record("attempts", "k", {"attempt": step.attempt, "worker": step.lease.worker_id})
+            if step.attempt < (step.raw_input or {}).get("until", 1):
+                raise retryable("flaky", f"attempt {step.attempt} fails after recording")
+            return {"attempt": step.attempt}
 
-    @pkg.executor("rec_attempt")
-    def rec_attempt(step: StepContext) -> dict:
-        step.record("attempts", "k", {"attempt": step.attempt, "worker": step.lease.worker_id})
-        if step.attempt < (step.raw_input or {}).get("until", 1):
-            raise retryable("flaky", f"attempt {step.attempt} fails after recording")
-        return {"attempt": step.attempt}
+        @pkg.executor("rec_fail")
+        def rec_fail(step: StepContext) -> None:
+            step.record("failed", "k", {"never": True})
+            raise permanent("boom", "fails after recording")
 
-    @pkg.executor("rec_fail")
-    def rec_fail(step: StepContext) -> None:
-        step.record("failed", "k", {"never": True})
-        raise permanent("boom", "fails after recording")
-
-    return pkg
+    return [add_kinds]
 
 
 def write(collection: str, key: str, data: Any) -> dict:

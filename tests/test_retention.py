@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
@@ -14,7 +15,7 @@ from django.core.management import CommandError, call_command
 from django.db import models, transaction
 from django.utils import timezone
 
-from tests.conftest import build_test_package, drain
+from tests.conftest import drain
 from workflow import Config, Package, Registry, RunState, Runtime, StepContext, require
 from workflow.artifacts import FileArtifactStore
 from workflow.dbstore import DjangoStore
@@ -30,23 +31,22 @@ GRAPH = [
 
 
 @pytest.fixture
-def test_package() -> Package:
-    pkg = build_test_package()
+def package_kinds() -> list[Callable[[Package], None]]:
+    def add_kinds(pkg: Package) -> None:
+        @pkg.executor("rec_run")
+        def rec_run(step: StepContext) -> None:
+            step.record("by_run", step.step.run_id, {"step": step.step.step_id})
+            step.artifact("note.txt", "text/plain", b"inline note")
 
-    @pkg.executor("rec_run")
-    def rec_run(step: StepContext) -> None:
-        step.record("by_run", step.step.run_id, {"step": step.step.step_id})
-        step.artifact("note.txt", "text/plain", b"inline note")
+        @pkg.executor("store_blob")
+        def store_blob(step: StepContext) -> None:
+            step.store_artifact("out.bin", "application/octet-stream", io.BytesIO(step.step.run_id.encode() * 100))
 
-    @pkg.executor("store_blob")
-    def store_blob(step: StepContext) -> None:
-        step.store_artifact("out.bin", "application/octet-stream", io.BytesIO(step.step.run_id.encode() * 100))
-
-    return pkg
+    return [add_kinds]
 
 
 @pytest.fixture
-def registry(test_package: Package) -> Registry:
+def registry(demo_package: Package) -> Registry:
     other = Package("other")
 
     @other.entrypoint
@@ -54,7 +54,7 @@ def registry(test_package: Package) -> Registry:
         first = run.step("p", None, kind="rec_run")
         run.step("s", None, kind="store_blob", depends_on=require(first))
 
-    return Registry([test_package, other])
+    return Registry([demo_package, other])
 
 
 def make_runs(rt: Runtime, n: int, *, age: timedelta = OLD, package: str = "t") -> list[str]:
@@ -115,8 +115,9 @@ def test_prune_runs__removes_old_finished_runs_with_everything_they_own(runtime:
     assert owned_counts(kept_ids) == kept
     assert all(p.exists() for p in kept_blobs)
     assert Run.objects.get(pk=world["active"][0]).state == RunState.RUNNING
-    runtime.run_once()  # the active runs still run
-    assert drain(runtime) >= 0
+    # The active runs still run: the retried step once more, and both steps of the never-drained run.
+    assert drain(runtime) == 1 + len(GRAPH)
+    assert Run.objects.get(pk=world["active"][0]).state == RunState.FAILED
     assert Run.objects.get(pk=world["active"][1]).state == RunState.SUCCEEDED
 
 

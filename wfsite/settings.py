@@ -24,7 +24,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
-    "django_htmx",
     "workflow",
     "wfsite",  # the demo package lives in wfsite/workflows.py
 ]
@@ -38,7 +37,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_htmx.middleware.HtmxMiddleware",
 ]
 
 ROOT_URLCONF = "wfsite.urls"
@@ -125,7 +123,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"workflow": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+    "loggers": {
+        "workflow": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # A 500's traceback goes to stderr with DEBUG off too (Django's default only mails ADMINS).
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
 }
 
 # Django's task API on the engine (Django 6's django.tasks, or the django-tasks backport on 5.2).

@@ -18,3 +18,72 @@ def check_workflow_settings(app_configs: Any = None, **kwargs: Any) -> list[chec
     except ConfigurationError as exc:
         return [checks.Error(str(exc), hint="See the WORKFLOW settings in README.md.", id="workflow.E001")]
     return []
+
+
+# What the dashboard needs from the site around it; a fresh ``startproject`` site has all of it.
+REQUIRED_APPS = (
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+)
+REQUIRED_MIDDLEWARE = (
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+)
+REQUIRED_CONTEXT_PROCESSORS = (
+    "django.template.context_processors.request",
+    "django.contrib.auth.context_processors.auth",
+    "django.contrib.messages.context_processors.messages",
+)
+
+
+def _has_middleware(path: str) -> bool:
+    """True if MIDDLEWARE holds ``path`` or a subclass of it (as the admin's own check allows)."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    wanted = import_string(path)
+    for entry in settings.MIDDLEWARE:
+        try:
+            if issubclass(import_string(entry), wanted):
+                return True
+        except (ImportError, TypeError):
+            continue
+    return False
+
+
+@checks.register()
+def check_site_requirements(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Name exactly the app, middleware or context processor the site must add for the dashboard."""
+    from django.apps import apps
+    from django.conf import settings
+
+    errors: list[checks.CheckMessage] = []
+    for app in REQUIRED_APPS:
+        if not apps.is_installed(app):
+            errors.append(checks.Error(f"The workflow dashboard needs {app!r} in INSTALLED_APPS.",
+                                       hint=f'Add "{app}" to INSTALLED_APPS.', id="workflow.E101"))
+    for middleware in REQUIRED_MIDDLEWARE:
+        if not _has_middleware(middleware):
+            errors.append(checks.Error(f"The workflow dashboard needs {middleware!r} in MIDDLEWARE.",
+                                       hint=f'Add "{middleware}" to MIDDLEWARE, in the order startproject gives.',
+                                       id="workflow.E102"))
+    django_engines = [t for t in settings.TEMPLATES
+                      if t.get("BACKEND") == "django.template.backends.django.DjangoTemplates"]
+    if not django_engines:
+        errors.append(checks.Error("The workflow dashboard needs a DjangoTemplates engine in TEMPLATES.",
+                                   hint='Add {"BACKEND": "django.template.backends.django.DjangoTemplates", '
+                                        '"APP_DIRS": True, ...} to TEMPLATES.', id="workflow.E103"))
+    else:
+        processors = {p for t in django_engines for p in t.get("OPTIONS", {}).get("context_processors", [])}
+        for processor in REQUIRED_CONTEXT_PROCESSORS:
+            if processor not in processors:
+                errors.append(checks.Error(
+                    f"The workflow dashboard needs the context processor {processor!r}.",
+                    hint=f'Add "{processor}" to TEMPLATES[...]["OPTIONS"]["context_processors"].',
+                    id="workflow.E104"))
+    return errors

@@ -1,11 +1,20 @@
+"""Every dashboard page, for a site to mount anywhere: ``path("workflows/", include("workflow.urls"))``.
+
+Two namespaces, as the pages are named today: ``workflow:`` (overview, runs, steps, login) and
+``consoles:`` (the operator consoles, under ``ops/``). Each view gets ``request.htmx`` whether or
+not the site runs django-htmx's middleware.
+"""
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
-from django.urls import path, register_converter
+from django.urls import URLPattern, include, path, register_converter
 
 from . import views
-from .views import consoles
+from .views import auth, consoles, consoles_start
 
 
 class IdConverter:
@@ -23,18 +32,41 @@ class IdConverter:
 
 register_converter(IdConverter, "wfid")
 
-app_name = "workflow"
+
+def page(route: str, view: Callable[..., Any], name: str) -> URLPattern:
+    return path(route, auth.with_htmx_details(view), name=name)
+
+
+dashboard_patterns = [
+    page("", consoles.overview, "overview"),  # the one overview; ops/ serves it too
+    page("runs/", views.runs, "runs"),
+    page("bulk/runs/", views.runs_bulk, "runs_bulk"),
+    page("runs/<wfid:run_id>/", views.run_detail, "run"),
+    page("runs/<wfid:run_id>/cancel/", views.cancel_run, "cancel_run"),
+    page("runs/<wfid:run_id>/results/", views.results, "results"),
+    page("runs/<wfid:run_id>/artifacts/", views.artifacts, "artifacts"),
+    page("runs/<wfid:run_id>/steps/<wfid:step_id>/", views.step_detail, "step"),
+    page("runs/<wfid:run_id>/steps/<wfid:step_id>/retry/", views.retry_step, "retry_step"),
+    page("artifacts/<wfid:artifact_id>/download/", views.download_artifact, "download_artifact"),
+    page("records/", views.records, "records"),
+    path("login/", auth.LoginView.as_view(), name="login"),
+    path("logout/", auth.LogoutView.as_view(), name="logout"),
+]
+
+console_patterns = [
+    page("", consoles.overview, "overview"),
+    page("steps/", consoles.steps, "steps"),
+    page("queues/", consoles.queues, "queues"),
+    page("queues/<str:name>/pause/", consoles.pause_queue, "pause_queue"),
+    page("queues/<str:name>/resume/", consoles.resume_queue, "resume_queue"),
+    page("events/", consoles.events, "events"),
+    page("packages/", consoles_start.packages, "packages"),
+    page("packages/<str:name>/start/", consoles_start.start_run, "start_run"),
+    page("submissions/", consoles_start.submissions, "submissions"),
+    page("engine/", consoles.engine, "engine"),
+]
 
 urlpatterns = [
-    path("", consoles.overview, name="overview"),  # the one overview; /ops/ serves it too
-    path("runs/", views.runs, name="runs"),
-    path("bulk/runs/", views.runs_bulk, name="runs_bulk"),
-    path("runs/<wfid:run_id>/", views.run_detail, name="run"),
-    path("runs/<wfid:run_id>/cancel/", views.cancel_run, name="cancel_run"),
-    path("runs/<wfid:run_id>/results/", views.results, name="results"),
-    path("runs/<wfid:run_id>/artifacts/", views.artifacts, name="artifacts"),
-    path("runs/<wfid:run_id>/steps/<wfid:step_id>/", views.step_detail, name="step"),
-    path("runs/<wfid:run_id>/steps/<wfid:step_id>/retry/", views.retry_step, name="retry_step"),
-    path("artifacts/<wfid:artifact_id>/download/", views.download_artifact, name="download_artifact"),
-    path("records/", views.records, name="records"),
+    path("ops/", include((console_patterns, "consoles"))),
+    path("", include((dashboard_patterns, "workflow"))),
 ]

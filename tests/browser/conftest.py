@@ -17,7 +17,7 @@ from tests.views.conftest import (  # noqa: E402,F401  (fixtures shared with the
     _close_gate,
     build_dashboard_package,
     operator_user,
-    test_package,
+    package_kinds,
     viewer,
 )
 

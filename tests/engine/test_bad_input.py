@@ -42,7 +42,7 @@ class Params:
     retries: int = 1
 
 
-def test_start_run__undecodable_input_names_the_field(runtime, test_package, registry):
+def test_start_run__undecodable_input_names_the_field(runtime, registry):
     typed = Package("typed")
 
     @typed.entrypoint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,9 +25,8 @@ FAILED_GRAPH = [
 ]
 
 
-def build_dashboard_package() -> Package:
-    """The engine tests' package "t" plus kinds the dashboard tests need."""
-    pkg = build_test_package()
+def add_dashboard_kinds(pkg: Package) -> None:
+    """The kinds the dashboard tests need, beside the engine tests' kinds of package "t"."""
 
     @pkg.executor("gate")
     def gate(step: StepContext) -> dict:
@@ -50,6 +50,11 @@ def build_dashboard_package() -> Package:
         step.store_artifact("table.csv", "text/csv", b"word,count\nalpha,3\n")
         return {"stored": True}
 
+
+def build_dashboard_package() -> Package:
+    """The engine tests' package "t" plus the dashboard's kinds (for registries built by hand)."""
+    pkg = build_test_package()
+    add_dashboard_kinds(pkg)
     return pkg
 
 
@@ -60,8 +65,8 @@ PNG_1PX = bytes.fromhex(
 
 
 @pytest.fixture
-def test_package() -> Package:
-    return build_dashboard_package()
+def package_kinds() -> list[Callable[[Package], None]]:
+    return [add_dashboard_kinds]
 
 
 @pytest.fixture(autouse=True)

@@ -444,9 +444,9 @@ def build_form_package() -> Package:
 
 
 @pytest.fixture
-def site_registry(monkeypatch: pytest.MonkeyPatch, test_package: Package) -> Registry:
+def site_registry(monkeypatch: pytest.MonkeyPatch, demo_package: Package) -> Registry:
     """Swap the site's registry (what the catalogue lists and operator.start_run uses)."""
-    reg = Registry([test_package, build_form_package()])
+    reg = Registry([demo_package, build_form_package()])
     monkeypatch.setattr(registry_module, "registry", reg)
     reset_runtime()
     yield reg

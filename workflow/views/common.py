@@ -7,12 +7,13 @@ from functools import wraps
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from ..engine.errors import NotFound, WorkflowError
+from .auth import dashboard_login_required
 
 ViewFunc = Callable[..., HttpResponse]
 
@@ -21,7 +22,7 @@ def viewer(*perms: str) -> Callable[[ViewFunc], ViewFunc]:
     """Login first (anonymous users go to the login page), then the view permissions (else 403)."""
 
     def wrap(view: ViewFunc) -> ViewFunc:
-        return login_required(permission_required(perms, raise_exception=True)(require_GET(view)))
+        return dashboard_login_required(permission_required(perms, raise_exception=True)(require_GET(view)))
 
     return wrap
 
@@ -37,7 +38,7 @@ def operator_action(view: ViewFunc) -> ViewFunc:
             return action_error(request, exc)
 
     guarded = permission_required("workflow.operate", raise_exception=True)(inner)
-    return login_required(require_POST(guarded))
+    return dashboard_login_required(require_POST(guarded))
 
 
 def action_error(request: HttpRequest, exc: WorkflowError) -> HttpResponse:

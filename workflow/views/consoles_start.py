@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import permission_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -23,6 +23,7 @@ from ..engine import registry as registry_module
 from ..engine import typed
 from ..engine.errors import UnknownPackage, WorkflowError
 from ..models import Run
+from .auth import dashboard_login_required
 from .common import viewer
 
 JSON_FIELD = "__input__"  # the single textarea used when the input is not an object with fields
@@ -239,7 +240,7 @@ def packages(request: HttpRequest) -> HttpResponse:
     })
 
 
-@login_required
+@dashboard_login_required
 @permission_required(("workflow.operate", "workflow.view_run"), raise_exception=True)
 def start_run(request: HttpRequest, name: str) -> HttpResponse:
     """GET: the generated form. POST: validate on the server; start the run only if all is well."""
