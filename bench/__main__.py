@@ -29,7 +29,7 @@ BENCH_PY = os.path.join(BENCH_VENV, "bin", "python")
 PEER_PACKAGES = ["django>=5.2,<6", "huey", "django-q2", "django-tasks-db", "django-tasks", "procrastinate",
                  "psycopg[binary,pool]"]
 PEER_IMPORTS = "import django, huey, django_q, django_tasks, django_tasks_db, procrastinate, psycopg"
-GROUPS = ("S1", "S2", "S3", "S4", "S5", "DASH", "PEERS", "PROFILE")
+GROUPS = ("S1", "S2", "S3", "S4", "S5", "TASKS", "DASH", "PEERS", "PROFILE")
 
 
 def log(msg: str) -> None:
@@ -108,7 +108,7 @@ class Bench:
         hist = 100_000 if a.quick else 1_000_000
         chain = 300
         log(f"temp dir {self.tmp}; n={n}, repeats={a.repeats}, groups={','.join(sorted(only))}")
-        if peers and (only & {"S1", "S2", "S4", "S5", "PEERS"}):
+        if peers and (only & {"S1", "S2", "S4", "S5", "TASKS", "PEERS"}):
             self.peers_error = ensure_bench_venv()
         r = run_json([OURS_PY, "-m", "bench.ours", "template", "--out", self.template], 300)
         if "error" in r:
@@ -156,6 +156,15 @@ class Bench:
                 self.peer(f"S5 raw_pg limit {p}p", "raw_pg", "s1", "--n", str(n), "--procs", str(p))
             for p in (1, 2, 4):
                 self.peer(f"S5 procrastinate {p}p", "procrastinate", "s1", "--n", str(n_slow), "--procs", str(p))
+        if "TASKS" in only:
+            for i in range(a.repeats):
+                r = run_json([OURS_PY, "-m", "bench.tasks", "--n", str(n), "--template", self.template], 1800)
+                r.update(key="TASKS ours backend", system="ours", repeat=i + 1)
+                self.results.append(r)
+                log(f"TASKS ours backend #{i + 1}: {report.brief(r)}")
+            if peers:
+                self.peer("TASKS django_tasks_db 1 worker", "django_tasks_db", "s1", "--n", str(n), "--procs", "1",
+                          timeout=3600)
         if "DASH" in only:
             self.ours("DASH ours", "dash", "--runs", str(hist), "--per-run", "0", "--n", str(n), "--repeats", "5",
                       repeats=1, timeout=1200)

@@ -237,6 +237,22 @@ def build(results: list[dict], *, machine: dict, args: dict, seconds: float, pee
         row("S5 PostgreSQL wake-up of an idle worker (p50)", label, v, "ms",
             ratio(v, wn) if "poll" in key else None, "polling / NOTIFY (x slower)" if "poll" in key else "", key=key)
 
+    # django.tasks backend --------------------------------------------------------------------------
+    ours_t = d.med("TASKS ours backend", "per_second")
+    peer_t = d.med("TASKS django_tasks_db 1 worker", "per_second")
+    row("TASKS 10k no-op django.tasks (1 worker proc x 1 thread)", "ours: WorkflowBackend + runworkers", ours_t,
+        "tasks/s", ratio(ours_t, peer_t), "ours / django-tasks-db", ">= 10x", ge(ratio(ours_t, peer_t), 10.0),
+        key="TASKS ours backend")
+    row("TASKS 10k no-op django.tasks (1 worker proc x 1 thread)", "django-tasks-db: DatabaseBackend + db_worker",
+        peer_t, "tasks/s", key="TASKS django_tasks_db 1 worker")
+    e50 = d.med("TASKS ours backend", "enqueue_ms_p50")
+    peer_e = d.med("TASKS django_tasks_db 1 worker", "enqueue_seconds")
+    n_t = d.med("TASKS django_tasks_db 1 worker", "n")
+    peer_e50 = None if peer_e is None or not n_t else round(peer_e * 1000 / n_t, 3)
+    row("TASKS one enqueue() in a request's transaction", "ours p50", e50, "ms", ratio(e50, peer_e50),
+        "ours / django-tasks-db mean")
+    row("TASKS one enqueue() in a request's transaction", "ours p99", d.med("TASKS ours backend", "enqueue_ms_p99"), "ms")
+
     # Dashboard -----------------------------------------------------------------------------------
     for r in d.ok("DASH ours"):
         for name, page in r.get("pages", {}).items():

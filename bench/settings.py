@@ -8,3 +8,8 @@ from wfsite.settings import INSTALLED_APPS, WORKFLOW
 INSTALLED_APPS = [*INSTALLED_APPS, "bench.benchapp"]
 WORKFLOW = {**WORKFLOW, "QUEUES": {}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+import os as _os  # noqa: E402
+
+if _os.environ.get("BENCH_TASKS"):  # bench.tasks: Django's task API on our backend
+    TASKS = {"default": {"BACKEND": "workflow.tasks.WorkflowBackend", "OPTIONS": {"RETRY": {"max_attempts": 3}}}}

@@ -129,3 +129,6 @@ LOGGING = {
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
     },
 }
+
+# Django's task API on the engine (Django 6's django.tasks, or the django-tasks backport on 5.2).
+TASKS = {"default": {"BACKEND": "workflow.tasks.WorkflowBackend", "QUEUES": ["default"]}}

@@ -19,3 +19,18 @@ class WorkflowConfig(AppConfig):
         for app in apps.get_app_configs():
             if module_has_submodule(app.module, "workflows"):
                 registry.discover(importlib.import_module(f"{app.name}.workflows"))
+        if _uses_task_backend():
+            from .tasks.package import tasks_package
+
+            registry.register(tasks_package)
+
+
+def _uses_task_backend() -> bool:
+    """Whether ``settings.TASKS`` names our backend: then workers must know the ``tasks`` package."""
+    from django.conf import settings
+
+    backends = getattr(settings, "TASKS", None) or {}
+    return any(
+        isinstance(spec, dict) and str(spec.get("BACKEND", "")).startswith("workflow.tasks")
+        for spec in backends.values()
+    )

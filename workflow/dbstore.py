@@ -238,14 +238,14 @@ class DjangoStore:
             rows.append((
                 run_id, s_.id, s_.kind, s_.queue, s_.site, s_.parent_id, s_.dedup_key, _dumps(s_.input),
                 _dumps(dict(s_.metadata)), retry, str(states[s_.id]), s_.retry.max_attempts, pending[s_.id],
-                now_db, now_db, now_db,
+                s_.priority, self._dt(s_.not_before) if s_.not_before else now_db, now_db, now_db,
             ))
         pks: dict[str, int] = {}
         columns = (
             "run_id, step_id, kind, queue, site, parent_step_id, dedup_key, input, metadata, retry, state,"
-            " max_attempts, pending_deps, available_at, created_at, updated_at, attempt"
+            " max_attempts, pending_deps, priority, available_at, created_at, updated_at, attempt"
         )
-        row_marks = "(" + ", ".join(["%s"] * 16) + ", 0)"
+        row_marks = "(" + ", ".join(["%s"] * 17) + ", 0)"
         for chunk in _chunks(rows):
             cursor.execute(
                 f"INSERT INTO workflow_step ({columns}) VALUES {', '.join([row_marks] * len(chunk))}"
@@ -418,7 +418,7 @@ class DjangoStore:
         return (
             "SELECT id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt"
             f" FROM workflow_step{index_hint} WHERE state = 'ready' AND queue = %s AND available_at <= %s"
-            f" AND site IN ({_marks(site_count)}) ORDER BY available_at, id LIMIT %s{skip_locked}"
+            f" AND site IN ({_marks(site_count)}) ORDER BY priority DESC, available_at, id LIMIT %s{skip_locked}"
         )
 
     def _retry_policy(self, raw: Any) -> RetryPolicy:

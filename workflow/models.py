@@ -96,6 +96,7 @@ class Step(models.Model):
     attempt = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
     pending_deps = models.IntegerField(default=0)  # unsatisfied dependency edges; 0 and pending -> ready
+    priority = models.SmallIntegerField(default=0)  # -100..100; claims take the highest first
     available_at = models.DateTimeField()
     lease_token = models.CharField(max_length=64, null=True, blank=True)
     lease_owner = models.CharField(max_length=200, null=True, blank=True)
@@ -124,7 +125,9 @@ class Step(models.Model):
         ]
         indexes = [
             # The claim reads only ready rows: its cost does not grow with finished history.
-            models.Index(fields=["queue", "available_at"], condition=Q(state="ready"), name="step_ready_idx"),
+            models.Index(
+                fields=["queue", "-priority", "available_at", "id"], condition=Q(state="ready"), name="step_ready_idx"
+            ),
             models.Index(fields=["lease_expires_at"], condition=Q(state="running"), name="step_lease_idx"),
             models.Index(fields=["queue"], condition=Q(state="running"), name="step_running_queue_idx"),
             models.Index(fields=["run", "state"], name="step_run_state_idx"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from . import typed
@@ -12,6 +13,7 @@ from .registry import Registry
 from .values import Dependency, RetryPolicy, StepHandle, StepSpec
 
 MAX_ID_LENGTH = 255
+MIN_PRIORITY, MAX_PRIORITY = -100, 100  # Django's task priorities
 _ID_FORBIDDEN = set("\x00\r\n\t")
 
 
@@ -64,6 +66,8 @@ def build_spec(
     metadata: Mapping[str, str] | None = None,
     site: str = "",
     parent: StepHandle | str | None = None,
+    priority: int = 0,
+    not_before: datetime | None = None,
 ) -> StepSpec:
     """Check one step's options and return its spec; the one path for ``step`` and ``emit``."""
     check_id("step id", step_id)
@@ -76,6 +80,10 @@ def build_spec(
     for key, value in meta.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise InvalidInput(f"step {step_id!r}: metadata must map strings to strings, got {key!r}: {value!r}")
+    if isinstance(priority, bool) or not isinstance(priority, int) or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise InvalidInput(f"step {step_id!r}: priority must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}, got {priority!r}")
+    if not_before is not None and (not isinstance(not_before, datetime) or not_before.tzinfo is None):
+        raise InvalidInput(f"step {step_id!r}: not_before must be an aware datetime, got {not_before!r}")
     deps = _dependencies(depends_on)
     seen: set[str] = set()
     for dep in deps:
@@ -95,6 +103,8 @@ def build_spec(
         retry=retry or executor.retry or RetryPolicy(),
         metadata=meta,
         parent_id=parent.id if isinstance(parent, StepHandle) else parent,
+        priority=priority,
+        not_before=not_before,
     )
 
 

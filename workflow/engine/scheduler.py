@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("workflow.worker")
 
+# --burst waits for steps due soon (a retry's backoff), not for a step scheduled hours ahead.
+BURST_MAX_WAIT_SECONDS = 60.0
+
 _WAKE = object()
 _STOP = object()
 
@@ -212,7 +215,9 @@ class Scheduler:
                         break
                     if stop_deadline is not None and clock >= stop_deadline:
                         break
-                elif self.burst and not (self._in_flight or claimed.steps or handed_back) and claimed.wake_in is None:
+                elif self.burst and not (self._in_flight or claimed.steps or handed_back) and (
+                    claimed.wake_in is None or claimed.wake_in > BURST_MAX_WAIT_SECONDS
+                ):
                     break
         finally:
             for stop in stoppers:

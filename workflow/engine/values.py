@@ -192,6 +192,8 @@ class StepSpec:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     metadata: Mapping[str, str] = field(default_factory=dict)
     parent_id: str | None = None
+    priority: int = 0  # claims take the highest first, then the earliest available
+    not_before: datetime | None = None  # not claimable before this instant (``run_after``)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
