@@ -5,7 +5,7 @@ import re
 from django.urls import path, register_converter
 
 from . import views
-from .views import consoles
+from .views import consoles, schedules
 
 
 class IdConverter:
@@ -37,4 +37,8 @@ urlpatterns = [
     path("runs/<wfid:run_id>/steps/<wfid:step_id>/retry/", views.retry_step, name="retry_step"),
     path("artifacts/<wfid:artifact_id>/download/", views.download_artifact, name="download_artifact"),
     path("records/", views.records, name="records"),
+    path("schedules/", schedules.schedules, name="schedules"),
+    path("schedules/<str:key>/pause/", schedules.pause_schedule, name="pause_schedule"),
+    path("schedules/<str:key>/resume/", schedules.resume_schedule, name="resume_schedule"),
+    path("schedules/<str:key>/run/", schedules.run_schedule_now, name="run_schedule_now"),
 ]
