@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.utils import timezone as djtz
 
 from .engine.errors import ConfigurationError, NotFound, WorkflowError
@@ -123,7 +123,15 @@ def install(runtime: Runtime) -> ReconcileReport:
     """At worker start-up: store the declared schedules, then look for due ticks on every loop."""
     using = runtime_using(runtime)
     report = reconcile(runtime.registry, using=using)
-    runtime.add_periodic_hook(lambda now: tick_schedules(runtime, now), interval=CHECK_INTERVAL)
+
+    def tick_hook(now: datetime) -> int:
+        try:
+            return tick_schedules(runtime, now)
+        except DatabaseError:
+            connections[using].close()  # a broken connection must not break the next look
+            raise
+
+    runtime.add_periodic_hook(tick_hook, interval=CHECK_INTERVAL)
     return report
 
 
