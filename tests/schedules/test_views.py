@@ -80,3 +80,13 @@ def test_unknown_schedule__is_a_404_not_a_500(stored):
 def test_get_on_an_action__is_refused(stored):
     operator = user_with("op", "view_schedule", "view_run", "operate")
     assert operator.get(reverse("workflow:run_schedule_now", args=["t:nightly"])).status_code == 405
+
+
+def test_removed_schedule__is_listed_as_removed_without_actions_or_fire_times(stored, test_package):
+    test_package.schedules.clear()
+    reconcile(Registry([test_package]), now=datetime(2026, 1, 2, tzinfo=UTC))
+    operator = user_with("op", "view_schedule", "view_run", "operate")
+    html = operator.get(reverse("workflow:schedules")).content.decode()
+    assert "<span class=\"tag\" data-status>removed</span>" in html
+    assert "no longer declared in code" in html and "none (removed)" in html
+    assert "Run now" not in html
