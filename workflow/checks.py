@@ -87,3 +87,13 @@ def check_site_requirements(app_configs: Any = None, **kwargs: Any) -> list[chec
                     hint=f'Add "{processor}" to TEMPLATES[...]["OPTIONS"]["context_processors"].',
                     id="workflow.E104"))
     return errors
+@checks.register()
+def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Every ``package.schedule(...)``: cron, time zone, policies, input type, unique names."""
+    from .engine.registry import registry, schedule_problems
+
+    return [
+        checks.Error(problem, hint="Fix the package.schedule(...) call in workflows.py; nothing is scheduled until then.",
+                     id="workflow.E010")
+        for problem in schedule_problems(registry)
+    ]

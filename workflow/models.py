@@ -334,3 +334,80 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class ScheduleQuerySet(models.QuerySet["Schedule"]):
+    def live(self) -> ScheduleQuerySet:
+        """Declared in code, enabled and not paused: the ones that fire."""
+        return self.filter(enabled=True, paused=False, removed_at__isnull=True)
+
+    def due(self, now: datetime) -> ScheduleQuerySet:
+        """Live with a tick at or before ``now``, or a buffered tick waiting on its run (both indexed)."""
+        return self.live().filter(Q(next_fire_at__lte=now) | Q(buffered_at__isnull=False))
+
+
+class Schedule(models.Model):
+    """A cron schedule declared in code (``package.schedule``), stored at start-up with its firing state.
+
+    ``cursor_at``: every tick at or before it has been handled (fired or counted as skipped); the
+    worker that moves it fires the ticks in between, under the row's lock.
+    """
+
+    class CatchUp(models.TextChoices):
+        SKIP = "skip", "skip missed ticks"
+        LATEST = "latest", "run the most recent missed tick"
+        ALL = "all", "run every missed tick in the window"
+
+    class Overlap(models.TextChoices):
+        ALLOW = "allow", "allow overlapping runs"
+        SKIP = "skip", "skip while the previous run is active"
+        BUFFER_ONE = "buffer_one", "buffer one tick until the previous run ends"
+
+    package = models.CharField(max_length=100)
+    name = models.CharField(max_length=100)
+    cron = models.CharField(max_length=200)
+    timezone = models.CharField(max_length=64, default="UTC")
+    input = models.JSONField(null=True, blank=True)
+    catch_up = models.CharField(max_length=10, choices=CatchUp.choices, default=CatchUp.LATEST)
+    catch_up_window_seconds = models.FloatField(default=86400.0)
+    late_after_seconds = models.FloatField(default=60.0)
+    overlap = models.CharField(max_length=12, choices=Overlap.choices, default=Overlap.SKIP)
+    enabled = models.BooleanField(default=True)
+    paused = models.BooleanField(default=False)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    cursor_at = models.DateTimeField()
+    next_fire_at = models.DateTimeField(null=True, blank=True)
+    buffered_at = models.DateTimeField(null=True, blank=True)
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+    last_run_id = models.CharField(max_length=255, blank=True, default="")
+    fired_count = models.PositiveIntegerField(default=0)
+    missed_count = models.PositiveIntegerField(default=0)
+    skipped_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    objects = ScheduleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["package", "name"]
+        constraints = [models.UniqueConstraint(fields=["package", "name"], name="schedule_name_unique_in_package")]
+        indexes = [
+            models.Index(fields=["next_fire_at"], condition=Q(enabled=True, paused=False, removed_at__isnull=True),
+                         name="schedule_due_idx"),
+            models.Index(fields=["buffered_at"], condition=Q(buffered_at__isnull=False), name="schedule_buffered_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+    @property
+    def key(self) -> str:
+        return f"{self.package}:{self.name}"
+
+    @property
+    def status(self) -> str:
+        if self.removed_at is not None:
+            return "removed"
+        if not self.enabled:
+            return "disabled"
+        return "paused" if self.paused else "active"

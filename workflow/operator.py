@@ -93,3 +93,24 @@ def retry_failed_in_runs(run_ids: Iterable[str], *, user: Any = None) -> BulkRes
 
     pairs = Step.objects.failed().filter(run_id__in=list(run_ids)).values_list("run_id", "step_id")
     return retry_failed_steps(list(pairs), user=user)
+
+
+def pause_schedule(key: str, *, user: Any = None) -> bool:
+    """Stop a schedule firing until resumed (``key`` is ``package:name``); audited."""
+    from . import schedules
+
+    return schedules.set_paused(runtime(), key, True, actor=actor_name(user))
+
+
+def resume_schedule(key: str, *, user: Any = None) -> bool:
+    """Fire again from the next tick; the ticks while paused are not caught up."""
+    from . import schedules
+
+    return schedules.set_paused(runtime(), key, False, actor=actor_name(user))
+
+
+def run_schedule_now(key: str, *, user: Any = None) -> str:
+    """Start one run of a schedule at once, outside its cron; returns the run id."""
+    from . import schedules
+
+    return schedules.run_now(runtime(), key, actor=actor_name(user))

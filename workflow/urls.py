@@ -14,7 +14,7 @@ from typing import Any
 from django.urls import URLPattern, include, path, register_converter
 
 from . import views
-from .views import auth, consoles, consoles_start
+from .views import auth, consoles, consoles_start, schedules
 
 
 class IdConverter:
@@ -49,6 +49,10 @@ dashboard_patterns = [
     page("runs/<wfid:run_id>/steps/<wfid:step_id>/retry/", views.retry_step, "retry_step"),
     page("artifacts/<wfid:artifact_id>/download/", views.download_artifact, "download_artifact"),
     page("records/", views.records, "records"),
+    page("schedules/", schedules.schedules, "schedules"),
+    page("schedules/<str:key>/pause/", schedules.pause_schedule, "pause_schedule"),
+    page("schedules/<str:key>/resume/", schedules.resume_schedule, "resume_schedule"),
+    page("schedules/<str:key>/run/", schedules.run_schedule_now, "run_schedule_now"),
     path("login/", auth.LoginView.as_view(), name="login"),
     path("logout/", auth.LogoutView.as_view(), name="logout"),
 ]

@@ -95,3 +95,8 @@ def build_test_package() -> Package:
 
 
 t = build_test_package()
+
+# The schedule process tests set this: every worker process of that test then fires it.
+if os.environ.get("WF_TEST_SCHEDULE_CRON"):
+    t.schedule("tick", cron=os.environ["WF_TEST_SCHEDULE_CRON"], input={"steps": [{"id": "only", "kind": "noop"}]},
+               overlap="allow")

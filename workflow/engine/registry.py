@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import typed
 from .errors import ConfigurationError, InvalidInput, UnknownKind, UnknownPackage
+from .schedules import ScheduleSpec
 from .values import RetryPolicy
 
 if TYPE_CHECKING:
@@ -78,6 +80,7 @@ class Package:
         self.input_type: Any = None
         self._entrypoint: EntrypointFunc | None = None
         self.executors: dict[str, Executor] = {}
+        self.schedules: list[ScheduleSpec] = []
 
     def __repr__(self) -> str:
         return f"Package({self.name!r})"
@@ -100,6 +103,18 @@ class Package:
             return func
 
         return register
+
+    def schedule(self, name: str, *, cron: str, input: Any = None, timezone: str = "UTC", catch_up: str = "latest",
+                 overlap: str = "skip", enabled: bool = True, **options: Any) -> ScheduleSpec:
+        """Start a run of this package on every tick of ``cron`` (in ``timezone``).
+
+        Checked at start-up by a system check (cron, time zone, policies, input against the
+        entrypoint's type, duplicate names), so a mistake stops ``runworkers`` instead of misfiring.
+        """
+        spec = ScheduleSpec(name=name, package=self.name, cron=cron, input=input, timezone=timezone,
+                            catch_up=catch_up, overlap=overlap, enabled=enabled, **options)
+        self.schedules.append(spec)
+        return spec
 
     def decode_input(self, raw: Any) -> Any:
         if self.input_type is None:
@@ -176,6 +191,9 @@ class Registry:
     def executors(self) -> list[Executor]:
         return [self._executors[k] for k in self.kinds()]
 
+    def schedules(self) -> list[ScheduleSpec]:
+        return [spec for package in self.packages() for spec in package.schedules]
+
     def discover(self, module: Any) -> list[Package]:
         """Register every ``Package`` defined at the top level of ``module`` (a ``workflows.py``)."""
         found = [v for v in vars(module).values() if isinstance(v, Package)]
@@ -185,3 +203,37 @@ class Registry:
 
 
 registry = Registry()
+
+
+def schedule_problems(registry: Registry, specs: Iterable[ScheduleSpec] | None = None) -> list[str]:
+    """Every reason a declared schedule cannot run, each naming the schedule; empty when all is well.
+
+    Checks the cron expression, time zone and policies, that the package is registered and has an
+    entrypoint, that the input decodes to the entrypoint's type, and that names are unique per package.
+    """
+    problems: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for spec in registry.schedules() if specs is None else specs:
+        where = f"schedule {spec.name!r} of package {spec.package!r}"
+        if (spec.package, spec.name) in seen:
+            problems.append(f"{where} is declared twice; schedule names must be unique in a package")
+            continue
+        seen.add((spec.package, spec.name))
+        try:
+            spec.validate()
+            package = registry.package(spec.package)
+            if package._entrypoint is None:
+                raise ConfigurationError(f"package {spec.package!r} has no entrypoint")
+            try:
+                json.dumps(typed.encode(spec.input), allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(f"the input is not JSON-serialisable: {exc}") from exc
+            package.decode_input(spec.input)
+        except UnknownPackage as exc:
+            problems.append(f"{where}: {exc}")
+        except InvalidInput as exc:
+            problems.append(f"{where}: {exc}")
+        except ConfigurationError as exc:
+            message = str(exc)
+            problems.append(message if message.startswith("schedule ") else f"{where}: {message}")
+    return problems

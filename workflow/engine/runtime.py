@@ -40,6 +40,7 @@ from .values import (
 )
 
 Clock = Callable[[], datetime]
+PeriodicHook = Callable[[datetime], object]
 
 
 def utcnow() -> datetime:
@@ -100,6 +101,7 @@ class Runtime:
         self.clock = clock
         self._queues_configured = False
         self._lock = threading.Lock()
+        self.periodic_hooks: list[tuple[PeriodicHook, timedelta]] = []
 
     # -- starting runs ----------------------------------------------------------------------
     def start_run(
@@ -195,6 +197,13 @@ class Runtime:
         self.store.set_queue_paused(name, False, actor=actor, now=self.clock())
 
     # -- workers -------------------------------------------------------------------------
+    def add_periodic_hook(self, hook: PeriodicHook, *, interval: timedelta) -> None:
+        """Call ``hook(now)`` from every worker loop at most every ``interval`` (schedules use this).
+
+        The hook runs on the loop thread, so it must be quick; an exception is logged, never fatal.
+        """
+        self.periodic_hooks.append((hook, interval))
+
     def ensure_queues(self) -> None:
         with self._lock:
             if not self._queues_configured:

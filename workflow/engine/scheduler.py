@@ -159,6 +159,7 @@ class Scheduler:
         wake_in: float | None = 0.0
         cycles = 0
         next_reclaim = next_beat = next_check = 0.0
+        hooks_due = [0.0] * len(self.runtime.periodic_hooks)
         stop_deadline: float | None = None
         failures = 0
         try:
@@ -181,6 +182,7 @@ class Scheduler:
                 if clock >= next_reclaim:
                     self.totals.reclaimed += self._reclaim()
                     next_reclaim = clock + min(self.heartbeat_seconds, 5.0)
+                self._run_periodic_hooks(clock, hooks_due)
                 if clock >= next_beat:
                     self._heartbeat()
                     next_beat = clock + self.heartbeat_seconds
@@ -361,6 +363,20 @@ class Scheduler:
             log.warning("step lease expired run=%s step=%s attempt=%d next=%s", outcome.step.run_id,
                         outcome.step.step_id, outcome.step.attempt, outcome.next_state)
         return report[0].committed
+
+    def _run_periodic_hooks(self, clock: float, due: list[float]) -> None:
+        """The runtime's periodic hooks (schedule ticks): each at most once per its interval."""
+        if self._stopping.is_set():
+            return
+        for n, (hook, interval) in enumerate(self.runtime.periodic_hooks):
+            if clock < due[n]:
+                continue
+            due[n] = clock + interval.total_seconds()
+            try:
+                hook(self.runtime.clock())
+            except Exception as exc:
+                log.warning("periodic hook failed worker=%s hook=%s error=%s: %s", self.worker_id,
+                            getattr(hook, "__name__", hook), type(exc).__name__, exc)
 
     def _heartbeat(self) -> None:
         now = self.runtime.clock()

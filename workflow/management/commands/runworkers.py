@@ -6,9 +6,10 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from workflow.conf import runtime
+from workflow.engine.errors import ConfigurationError
 from workflow.shutdown import on_stop
 
 
@@ -42,6 +43,12 @@ class Command(BaseCommand):
         }
         durations = {k: timedelta(seconds=v) for k, v in seconds.items() if v is not None}
         rt = runtime()
+        try:
+            from workflow.schedules import install
+
+            install(rt)  # store the schedules declared in code; every worker fires due ticks
+        except ConfigurationError as exc:
+            raise CommandError(f"schedules: {exc}", returncode=2) from exc
         workers = rt.start_workers(
             queues=queues,
             site=options["site"],
