@@ -354,6 +354,10 @@ class Timeline:
     total: int
     workers: list[str]
 
+    @classmethod
+    def empty(cls) -> Timeline:
+        return cls(bars=[], start=None, end=None, total=0, workers=[])
+
     @property
     def span_seconds(self) -> float:
         if self.start is None or self.end is None:
@@ -425,7 +429,11 @@ class StepDetail:
         return details
 
 
-def step_detail(step: Step, *, limit: int = 100) -> StepDetail:
+def step_detail(
+    step: Step, *, limit: int = 100, with_attempts: bool = True, with_events: bool = True,
+    with_records: bool = True, with_artifacts: bool = True,
+) -> StepDetail:
+    """Everything the step panel shows; the ``with_`` flags skip what the viewer may not see."""
     run = step.run
     deps_qs = Dependency.objects.filter(step=step).select_related("depends_on").only(
         "id", "required", "satisfied", "step_id", "depends_on__step_id", "depends_on__state", "depends_on__kind",
@@ -444,14 +452,16 @@ def step_detail(step: Step, *, limit: int = 100) -> StepDetail:
     reasons = _waiting_reasons(step, failed_required, dependencies, deps_total)
     return StepDetail(
         step=step,
-        attempts=list(Lease.objects.filter(step=step).order_by("claimed_at", "id")),
+        attempts=list(Lease.objects.filter(step=step).order_by("claimed_at", "id")) if with_attempts else [],
         dependencies=dependencies,
         dependencies_total=deps_total,
         dependents=dependents,
         dependents_total=dependents_total,
-        records=list(Record.objects.filter(run=run, step_id=step.step_id).order_by("collection", "key")[:limit]),
-        artifacts=list(Artifact.objects.filter(step=step).defer("body").order_by("created_at", "id")[:limit]),
-        events=list(Event.objects.filter(run=run, step_id=step.step_id).order_by("-id")[:limit]),
+        records=list(Record.objects.filter(run=run, step_id=step.step_id).order_by("collection", "key")[:limit])
+        if with_records else [],
+        artifacts=list(Artifact.objects.filter(step=step).defer("body").order_by("created_at", "id")[:limit])
+        if with_artifacts else [],
+        events=list(Event.objects.filter(run=run, step_id=step.step_id).order_by("-id")[:limit]) if with_events else [],
         children_total=Step.objects.filter(run=run, parent_step_id=step.step_id).count(),
         reasons=reasons,
         failed_required=failed_required,
