@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any
 
+from django.db import models
+
 LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
@@ -35,3 +37,37 @@ class TextSafeDecoder(json.JSONDecoder):
         if "\\ud" in s or "\\uD" in s:
             value = scrub(value)
         return value
+
+
+class _MemberTextField(models.TextField):
+    """The text of a JSON member; on SQLite it arrives as JSON and is decoded here, safely."""
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        if connection.vendor != "sqlite" or not isinstance(value, str):
+            return value
+        try:
+            decoded = json.loads(value, cls=TextSafeDecoder)
+        except ValueError:
+            return value
+        if decoded is None or isinstance(decoded, str):
+            return decoded
+        return json.dumps(decoded)
+
+
+class JsonText(models.Func):
+    """The text of ``column``'s member ``key``, like ``KT("column__key")``, safe for any stored text.
+
+    SQLite's ``->>`` turns a stored ``"\\ud800"`` escape into bytes that are not UTF-8, and the
+    query fails as it reads them; ``->`` keeps the member as JSON text, decoded in Python by
+    ``TextSafeDecoder``. PostgreSQL's jsonb cannot hold a lone surrogate, so it uses ``->>``.
+    Aggregates over it (``Max``) keep the field, and with it the decoding.
+    """
+
+    template = "(%(expressions)s)"
+    arg_joiner = " -> "
+
+    def __init__(self, column: str, key: str) -> None:
+        super().__init__(models.F(column), models.Value(key), output_field=_MemberTextField())
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, arg_joiner=" ->> ", **extra)

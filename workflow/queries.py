@@ -17,13 +17,14 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet
-from django.db.models.fields.json import KT, KeyTransform
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from . import forms
 from .engine.errors import WorkflowError
 from .engine.values import TERMINAL_STEP_STATES, RunState, StepState
 from .graph import GraphEdge, GraphNode
+from .jsontext import JsonText
 from .models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step
 
 RUN_STATES = [s.value for s in RunState]
@@ -129,6 +130,7 @@ def keyset_page(
 
 def _cursor_of(row: Any, fields: Sequence[str]) -> str:
     return encode_cursor(*(getattr(row, f) for f in fields))
+
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -302,7 +304,7 @@ def step_table(
 ) -> Page:
     """A page of a run's steps; sorts by a column are keyset-paged, by duration capped at ``limit``."""
     qs = (Step.objects.filter(run=run).defer("input", "result", "error", "metadata", "retry")
-          .annotate(error_code_text=KT("error__code")))
+          .annotate(error_code_text=JsonText("error", "code")))
     if q:
         qs = qs.filter(Q(step_id__icontains=q) | Q(kind__icontains=q))
     if state in STEP_STATES:
