@@ -107,6 +107,12 @@ class RunAdmin(ReadOnlyEngineAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, set[str], Any]:
+        # A run's steps, attempts, events and artifacts go with it: delete_run is the permission
+        # that counts, not a delete permission on engine rows no one may delete on their own.
+        deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, model_count, set(), protected
+
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
         active = list(queryset.filter(state__in=ACTIVE_RUN_STATES).values_list("pk", flat=True)[:6])
         if active:
