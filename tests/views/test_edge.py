@@ -335,3 +335,11 @@ def test_runs_state_filter__uses_an_index_in_list_order(runtime: Any) -> None:
             plan = " ".join(row[0] for row in cursor.fetchall())
             cursor.execute("SET enable_seqscan = on")
             assert "run_state_newest_idx" in plan and "Sort" not in plan, plan
+
+
+def test_action_from_a_page_with_a_stale_cursor__acts_and_refreshes(operator_client: Client, failed_run: str) -> None:
+    current = f"http://testserver/runs/{failed_run}/?safter=WyJ4IiwgInkiXQ"
+    response = operator_client.post(reverse("workflow:retry_step", args=[failed_run, "b"]),
+                                    HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL=current)
+    assert response.status_code == 200 and 'id="step-table"' in response.content.decode()
+    assert Step.objects.get(run_id=failed_run, step_id="b").state == "ready"

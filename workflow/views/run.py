@@ -17,6 +17,7 @@ from django.utils.safestring import mark_safe
 from django_htmx.http import HttpResponseStopPolling
 
 from .. import operator, queries
+from ..forms import BadInput
 from ..graph import build_layout, render_svg
 from ..models import Run, Step
 from .common import current_params, operator_action, render_fragment, viewer
@@ -199,7 +200,11 @@ def refreshed_run(request: HttpRequest, run: Run, *, panel: str = "") -> HttpRes
     context = live_context(run, params, user=request.user)
     context["live_url"] = _live_url(run, params)
     context["oob"] = True
-    table = {"run": run, "oob": True, **step_table_context(run, params)}
+    try:
+        table_context = step_table_context(run, params)
+    except BadInput:  # the page's own URL held a stale cursor: the action is done, show the first page
+        table_context = step_table_context(run, {k: v for k, v in params.items() if k not in ("safter", "sbefore")})
+    table = {"run": run, "oob": True, **table_context}
     html = panel
     html += render_to_string("workflow/_run_live_response.html", context, request)
     html += render_to_string("workflow/_step_table.html", table, request)
