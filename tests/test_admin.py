@@ -110,3 +110,51 @@ def test_actions__need_the_operate_permission(staff_viewer_client: Client, runti
     assert "cancel_selected_runs" not in page
     staff_viewer_client.post(changelist(Run), {"action": "cancel_selected_runs", "_selected_action": [active]})
     assert Run.objects.get(pk=active).state != "canceled"
+
+
+def test_active_run__cannot_be_deleted_from_its_page_or_in_bulk(admin_client_: Client, failed_run: str,
+                                                                runtime: Any) -> None:
+    active_run = run_graph(runtime, [{"id": "wait", "kind": "noop"}])  # after the drain: it stays ready
+    assert admin_client_.get(reverse("admin:workflow_run_delete", args=[active_run])).status_code == 403
+    assert admin_client_.post(reverse("admin:workflow_run_delete", args=[active_run]), {"post": "yes"}).status_code == 403
+    page = admin_client_.get(reverse("admin:workflow_run_change", args=[active_run])).content.decode()
+    assert reverse("admin:workflow_run_delete", args=[active_run]) not in page
+    response = admin_client_.post(changelist(Run), {"action": "delete_selected", "_selected_action": [active_run, failed_run],
+                                                    "post": "yes"}, follow=True)
+    assert "Active runs are not deleted" in response.content.decode()
+    assert Run.objects.filter(pk=active_run).exists() and not Run.objects.filter(pk=failed_run).exists()
+    # Once finished (canceled) it can go.
+    from workflow import operator
+
+    operator.cancel_run(active_run)
+    assert admin_client_.post(reverse("admin:workflow_run_delete", args=[active_run]), {"post": "yes"}).status_code == 302
+    assert not Run.objects.filter(pk=active_run).exists()
+
+
+def test_big_tables__no_date_hierarchy_and_no_distinct_filters() -> None:
+    for model in (models.Step, models.Lease, models.Event, models.Artifact):
+        model_admin = admin.site._registry[model]
+        assert model_admin.date_hierarchy is None, model
+    step_filters = admin.site._registry[models.Step].list_filter
+    assert "kind" not in step_filters and "queue" not in step_filters
+    assert "kind" not in admin.site._registry[models.Event].list_filter  # a fixed list instead
+
+
+def test_big_tables__changelists_read_one_page(admin_client_: Client, failed_run: str,
+                                               django_assert_max_num_queries: Any) -> None:
+    for model in (models.Step, models.Event, models.Lease):
+        with django_assert_max_num_queries(12):
+            response = admin_client_.get(changelist(model))
+        assert response.status_code == 200
+    kinds = admin_client_.get(changelist(models.Event), {"kind": "run_failed"})
+    assert kinds.status_code == 200 and kinds.context["cl"].result_count == 1
+
+
+def test_json_fields__shown_read_only_and_escaped(admin_client_: Client, failed_run: str) -> None:
+    from tests.views.conftest import EVIL
+
+    step = Step.objects.get(run_id=failed_run, step_id="b")
+    Step.objects.filter(pk=step.pk).update(result={"html": EVIL})
+    page = admin_client_.get(reverse("admin:workflow_step_change", args=[step.pk])).content.decode()
+    assert "&lt;script&gt;" in page and EVIL not in page
+    assert 'name="result"' not in page and 'name="error"' not in page  # no form field: read-only

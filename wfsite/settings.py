@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "axes",  # login throttling
     "workflow",
     "wfsite",  # the demo package lives in wfsite/workflows.py
 ]
@@ -37,7 +38,47 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: it turns a lockout into its response
 ]
+
+# Content-Security-Policy on every page (django-csp: Django 5.2 has no CSP of its own, and one
+# library serves both 5.2 and 6). Scripts only from our static files, so no inline <script>,
+# no on*= or hx-on attributes, and htmx runs with allowEval=false (see workflow/base.html).
+# style-src-attr allows the style="width: …" of progress bars and timelines, never <style>.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
+# Login throttling (django-axes): ten wrong passwords for one username from one address lock
+# that pair out for fifteen minutes; a right password resets the count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("DJANGO_LOGIN_FAILURE_LIMIT", "10"))
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "workflow/registration/locked_out.html"
+AXES_VERBOSE = False
+# Behind a reverse proxy (DJANGO_BEHIND_PROXY=1) the client's address is the proxy's last hop.
+BEHIND_PROXY = os.environ.get("DJANGO_BEHIND_PROXY", "0") == "1"
+if BEHIND_PROXY:
+    AXES_IPWARE_PROXY_COUNT = 1
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
 
 ROOT_URLCONF = "wfsite.urls"
 

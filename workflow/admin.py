@@ -9,13 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import JSONField, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from . import operator
+from .engine.values import ACTIVE_RUN_STATES, StepState
+from .forms import EVENT_KINDS
 from .models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step, Worker
+from .queries import pretty_json
 
 
 def admin_link(obj: Any, text: Any = None) -> str:
@@ -36,8 +39,27 @@ def state_html(state: str) -> str:
     return format_html('<span class="wf-state wf-state-{}">{}</span>', state, state)
 
 
+def json_display(name: str) -> Any:
+    """A read-only display of a JSON field: indented, escaped by the admin, never a 500.
+
+    Django's own display dumps with ``ensure_ascii=False``; the values come through
+    ``TextSafeDecoder``, and dumping here keeps the field read-only without a form field.
+    """
+
+    def show(obj: Any) -> str:
+        return pretty_json(getattr(obj, name))
+
+    show.short_description = name.replace("_", " ")  # type: ignore[attr-defined]
+    show.__name__ = f"{name}_json"
+    return show
+
+
 class ReadOnlyEngineAdmin(admin.ModelAdmin):
-    """Rows are written by the engine: no add, no edit of engine fields; deleting stays possible."""
+    """Rows are written by the engine: no add, no edit of engine fields; deleting stays possible.
+
+    The big tables (steps, attempts, events, artifacts) have no date hierarchy and no filters
+    that need a DISTINCT over every row: each changelist reads one page, whatever the table size.
+    """
 
     show_full_result_count = False  # no COUNT(*) over millions of rows on every changelist
     list_per_page = 50
@@ -49,10 +71,23 @@ class ReadOnlyEngineAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def __init__(self, model: Any, admin_site: Any) -> None:
+        super().__init__(model, admin_site)
+        for f in model._meta.fields:
+            if isinstance(f, JSONField):
+                setattr(self, f"{f.name}_json", json_display(f.name))
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         editable = set(getattr(self, "editable_fields", ()))
-        names = [f.name for f in self.model._meta.fields if f.name not in editable]
+        names = [
+            f"{f.name}_json" if isinstance(f, JSONField) else f.name
+            for f in self.model._meta.fields if f.name not in editable
+        ]
         return [*names, *self.readonly_fields]
+
+    def get_exclude(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        json_names = [f.name for f in self.model._meta.fields if isinstance(f, JSONField)]
+        return [*(self.exclude or ()), *json_names]
 
 
 @admin.register(Run)
@@ -65,6 +100,25 @@ class RunAdmin(ReadOnlyEngineAdmin):
     ordering = ("-created_at", "-id")
     readonly_fields = ("steps_link", "leases_link", "artifacts_link", "events_link", "dashboard")
     actions = ["cancel_selected_runs"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # An active run has workers writing to it: cancel it first, then delete its history.
+        if obj is not None and obj.is_active:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, set[str], Any]:
+        # A run's steps, attempts, events and artifacts go with it: delete_run is the permission
+        # that counts, not a delete permission on engine rows no one may delete on their own.
+        deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, model_count, set(), protected
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        active = list(queryset.filter(state__in=ACTIVE_RUN_STATES).values_list("pk", flat=True)[:6])
+        if active:
+            shown = ", ".join(active[:5]) + (", …" if len(active) > 5 else "")
+            self.message_user(request, f"Active runs are not deleted (cancel them first): {shown}.", messages.WARNING)
+        super().delete_queryset(request, queryset.exclude(state__in=ACTIVE_RUN_STATES))
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj: Run) -> str:
@@ -106,10 +160,9 @@ class RunAdmin(ReadOnlyEngineAdmin):
 @admin.register(Step)
 class StepAdmin(ReadOnlyEngineAdmin):
     list_display = ("step_id", "run_link", "kind", "queue", "state_badge", "attempt", "error_code", "finished_at")
-    list_filter = ("state", "queue", "kind")
-    search_fields = ("=run__id", "step_id", "kind")
+    list_filter = ("state",)  # kind and queue would each be a DISTINCT over every step: search them instead
+    search_fields = ("=run__id", "step_id", "=kind", "=queue")
     list_select_related = ("run",)
-    date_hierarchy = "created_at"
     raw_id_fields = ("run",)
     readonly_fields = ("run_link", "leases_link", "artifacts_link", "dashboard")
     actions = ["retry_selected_failed_steps"]
@@ -176,7 +229,6 @@ class LeaseAdmin(ReadOnlyEngineAdmin):
     list_filter = ("outcome",)
     search_fields = ("=token", "=run__id", "worker_id", "step__step_id")
     list_select_related = ("step", "run")
-    date_hierarchy = "claimed_at"
     raw_id_fields = ("run", "step")
     readonly_fields = ("step_link", "run_link")
 
@@ -198,7 +250,6 @@ class ArtifactAdmin(ReadOnlyEngineAdmin):
     list_filter = ("content_type", "kind")
     search_fields = ("=id", "name", "=run__id")
     list_select_related = ("step", "run")
-    date_hierarchy = "created_at"
     raw_id_fields = ("run", "step")
     readonly_fields = ("step_link", "run_link", "download")
     exclude = ("body",)
@@ -240,13 +291,25 @@ class RecordAdmin(ReadOnlyEngineAdmin):
         return admin_link(obj.run, obj.run_id)
 
 
+class EventKindFilter(admin.SimpleListFilter):
+    """The known event kinds as a fixed list: no DISTINCT over the events table to build it."""
+
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(k, k) for k in EVENT_KINDS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Event]) -> QuerySet[Event]:
+        return queryset.filter(kind=self.value()) if self.value() else queryset
+
+
 @admin.register(Event)
 class EventAdmin(ReadOnlyEngineAdmin):
     deletable = True
     list_display = ("id", "created_at", "kind", "severity", "run_link", "step_id", "actor", "worker_id", "message")
-    list_filter = ("severity", "kind")
+    list_filter = ("severity", EventKindFilter)
     search_fields = ("=run__id", "step_id", "actor", "worker_id")
-    date_hierarchy = "created_at"
     raw_id_fields = ("run",)
     readonly_fields = ("run_link",)
 
@@ -260,9 +323,16 @@ class EventAdmin(ReadOnlyEngineAdmin):
 class QueueAdmin(ReadOnlyEngineAdmin):
     """Queue caps come from settings and the pause flag from the operator service: read-only here."""
 
+    deletable = True  # a stale row (a renamed queue): workers recreate the rows of configured queues
     list_display = ("name", "max_workers", "rate", "per_seconds", "burst", "paused", "updated_at")
     list_filter = ("paused",)
     search_fields = ("name",)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A queue with ready or running steps is in use: its pause flag and caps still apply.
+        if obj is not None and Step.objects.filter(queue=obj.name, state__in=(StepState.READY, StepState.RUNNING)).exists():
+            return False
+        return super().has_delete_permission(request, obj)
 
 
 @admin.register(Worker)

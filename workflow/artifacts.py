@@ -20,6 +20,7 @@ from typing import IO, Any
 from django.core.files.base import File
 from django.core.files.storage import FileSystemStorage, Storage
 
+from .engine.content_types import check_content_type
 from .engine.errors import InvalidInput
 
 CHUNK = 1024 * 1024  # bytes read from a body, and written to the storage, at a time
@@ -159,6 +160,7 @@ class StorageArtifactStore:
         so an existing blob is never overwritten; a body that fails midway leaves no blob.
         """
         path = self._path(key)
+        check_content_type(content_type)
         if isinstance(body, str):
             raise InvalidInput("artifact body must be bytes or a binary file-like object, got str")
         stream = io.BytesIO(body) if isinstance(body, (bytes, bytearray, memoryview)) else body

@@ -17,10 +17,10 @@ from typing import Any
 
 from django.db import connections
 from django.db.models import Count, F, Func, IntegerField, Max, Min, Q
-from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from .engine.values import ACTIVE_RUN_STATES, TERMINAL_STEP_STATES, RunState, StepState
+from .jsontext import JsonText
 from .models import Lease, Queue, Run, Step, Worker
 
 # A worker that has not sent a heartbeat for this many heartbeat intervals is presumed gone.
@@ -347,9 +347,9 @@ def failure_groups(*, now: datetime | None = None, limit: int = 20) -> list[Fail
     hour = now - timedelta(hours=1)
     rows = (
         Step.objects.filter(finished_at__gte=now - timedelta(days=1), state=StepState.FAILED).order_by()
-        .values(code=KT("error__code"))
+        .values(code=JsonText("error", "code"))
         .annotate(day=Count("id"), hour=Count("id", filter=Q(finished_at__gte=hour)),
-                  runs=Count("run", distinct=True), last=Max("finished_at"), message=Max(KT("error__message")))
+                  runs=Count("run", distinct=True), last=Max("finished_at"), message=Max(JsonText("error", "message")))
         .order_by("-day", "code")[:limit]
     )
     return [FailureGroup(code=r["code"] or "", last_hour=r["hour"], last_day=r["day"], runs=r["runs"],

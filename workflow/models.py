@@ -12,6 +12,7 @@ from django.db import models
 from django.db.models import Q
 
 from .engine.values import ACTIVE_RUN_STATES, ACTIVE_STEP_STATES, TERMINAL_RUN_STATES, RunState, StepState
+from .jsontext import TextSafeDecoder
 
 
 class RunQuerySet(models.QuerySet["Run"]):
@@ -31,8 +32,8 @@ class Run(models.Model):
     id = models.CharField(primary_key=True, max_length=255)
     package = models.CharField(max_length=100)
     name = models.CharField(max_length=255, blank=True)
-    input = models.JSONField(null=True, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    input = models.JSONField(decoder=TextSafeDecoder, null=True, blank=True)
+    metadata = models.JSONField(decoder=TextSafeDecoder, default=dict, blank=True)
     state = models.CharField(max_length=16, choices=[(s.value, s.value) for s in RunState], default=RunState.PENDING)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
@@ -47,6 +48,8 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["-created_at", "-id"], name="run_newest_idx"),
             models.Index(fields=["state", "-created_at"], name="run_state_idx"),
+            # The runs list filtered by state, in its own order: ?state=canceled walks this index.
+            models.Index(fields=["state", "-created_at", "-id"], name="run_state_newest_idx"),
             models.Index(fields=["package", "-created_at"], name="run_package_idx"),
             models.Index(fields=["finished_at"], name="run_finished_idx"),
         ]
@@ -89,9 +92,9 @@ class Step(models.Model):
     site = models.CharField(max_length=100, default="", blank=True)
     parent_step_id = models.CharField(max_length=255, null=True, blank=True)
     dedup_key = models.CharField(max_length=255, null=True, blank=True)
-    input = models.JSONField(null=True, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
-    retry = models.JSONField(default=dict, blank=True)
+    input = models.JSONField(decoder=TextSafeDecoder, null=True, blank=True)
+    metadata = models.JSONField(decoder=TextSafeDecoder, default=dict, blank=True)
+    retry = models.JSONField(decoder=TextSafeDecoder, default=dict, blank=True)
     state = models.CharField(max_length=16, choices=[(s.value, s.value) for s in StepState])
     attempt = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
@@ -101,8 +104,8 @@ class Step(models.Model):
     lease_token = models.CharField(max_length=64, null=True, blank=True)
     lease_owner = models.CharField(max_length=200, null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    result = models.JSONField(null=True, blank=True)
-    error = models.JSONField(null=True, blank=True)
+    result = models.JSONField(decoder=TextSafeDecoder, null=True, blank=True)
+    error = models.JSONField(decoder=TextSafeDecoder, null=True, blank=True)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True, blank=True)
@@ -218,7 +221,7 @@ class Artifact(models.Model):
     sha256 = models.CharField(max_length=64)
     body = models.BinaryField(null=True, blank=True)
     storage_key = models.CharField(max_length=500, null=True, blank=True, db_index=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(decoder=TextSafeDecoder, default=dict, blank=True)
     created_at = models.DateTimeField()
 
     class Meta:
@@ -238,7 +241,7 @@ class Record(models.Model):
 
     collection = models.CharField(max_length=100)
     key = models.CharField(max_length=255)
-    data = models.JSONField(null=True)
+    data = models.JSONField(decoder=TextSafeDecoder, null=True)
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="records")
     step_id = models.CharField(max_length=255)
     updated_at = models.DateTimeField()
@@ -270,7 +273,7 @@ class Event(models.Model):
     worker_id = models.CharField(max_length=200, blank=True, default="")
     actor = models.CharField(max_length=150, blank=True, default="")
     message = models.TextField(blank=True, default="")
-    payload = models.JSONField(default=dict, blank=True)
+    payload = models.JSONField(decoder=TextSafeDecoder, default=dict, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -319,7 +322,7 @@ class Worker(models.Model):
     id = models.CharField(primary_key=True, max_length=200)
     host = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
-    queues = models.JSONField(null=True, blank=True)
+    queues = models.JSONField(decoder=TextSafeDecoder, null=True, blank=True)
     site = models.CharField(max_length=100, blank=True, default="")
     max_workers = models.PositiveIntegerField()
     running = models.PositiveIntegerField(default=0)

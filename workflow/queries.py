@@ -11,19 +11,20 @@ import csv
 import io
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet
-from django.db.models.fields.json import KT
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
+from . import forms
 from .engine.errors import WorkflowError
 from .engine.values import TERMINAL_STEP_STATES, RunState, StepState
 from .graph import GraphEdge, GraphNode
+from .jsontext import JsonText
 from .models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step
 
 RUN_STATES = [s.value for s in RunState]
@@ -42,32 +43,24 @@ CSV_PREVIEW_ROWS = 200
 
 # -- keyset cursors ------------------------------------------------------------------------------
 def encode_cursor(*values: Any) -> str:
-    """Pack a row's sort values into an opaque, URL-safe cursor."""
+    """Pack a row's sort values into an opaque, URL-safe cursor (``forms.parse_cursor`` reads it)."""
     raw = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, size: int) -> list[Any] | None:
-    """Unpack a cursor, or None when it is missing or was tampered with."""
-    if not cursor:
-        return None
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode()).decode())
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(values, list) or len(values) != size:
-        return None
-    return values
-
-
 @dataclass(slots=True, kw_only=True)
 class Page:
-    """One keyset page: rows plus the cursors of the neighbouring pages (None at an end)."""
+    """One keyset page: rows plus the cursors of the neighbouring pages (None at an end).
+
+    ``scan_capped`` says the filter was only tried on a bounded window of rows: the next page
+    link continues the search past that window.
+    """
 
     rows: list[Any]
     older: str | None = None  # "next" in the list's order
     newer: str | None = None  # "previous"
+    scan_capped: bool = False
+    scan_window: int = 0
 
     @property
     def has_other_pages(self) -> bool:
@@ -76,98 +69,109 @@ class Page:
 
 def keyset_page(
     qs: QuerySet, *, fields: Sequence[str], descending: bool, limit: int,
-    after: str | None = None, before: str | None = None, convert: Sequence[Any] = (),
+    after: str | None = None, before: str | None = None,
+    scan: Callable[[QuerySet], QuerySet] | None = None, scan_window: int = 5000,
 ) -> Page:
     """Page ``qs`` by the unique tuple ``fields`` without OFFSET.
 
-    ``after`` continues past a row in list order; ``before`` goes back. ``convert`` turns cursor
-    values back into field values (for example ``parse_datetime``), one callable per field.
+    ``after`` continues past a row in list order; ``before`` goes back. A cursor that is not
+    exactly what a page made raises ``forms.BadInput`` (a 400). ``scan`` is a filter no index
+    serves (a substring search): it is applied to the next ``scan_window`` rows in order only,
+    so a rare match costs a bounded scan, and the page offers to search on past the window.
     """
-    convert = list(convert) or [None] * len(fields)
+    kinds = forms.cursor_kinds(qs.model, fields)
+    back = forms.parse_cursor(before, kinds)
+    fwd = forms.parse_cursor(after, kinds)
 
     def condition(values: list[Any], forward: bool) -> Q:
-        values = [c(v) if c and v is not None else v for c, v in zip(convert, values, strict=True)]
         lookup = "lt" if forward == descending else "gt"
         q = Q()
         for i in range(len(fields)):
             q |= Q(**{fields[j]: values[j] for j in range(i)}, **{f"{fields[i]}__{lookup}": values[i]})
-        return q
+        # The redundant bound on the first field lets the database walk the index from the cursor.
+        return Q(**{f"{fields[0]}__{lookup}e": values[0]}) & q
 
     def order(forward: bool) -> list[str]:
         flip = forward != descending
         return [f if flip else f"-{f}" for f in fields]
 
-    back = decode_cursor(before, len(fields))
-    fwd = decode_cursor(after, len(fields))
+    def fetch(base: QuerySet, forward: bool) -> tuple[list[Any], Any]:
+        """Up to limit + 1 rows in ``forward`` order, and the scan boundary row if the window was cut."""
+        ordered = base.order_by(*order(forward))
+        if scan is None:
+            return list(ordered[: limit + 1]), None
+        window = ordered.values("pk")[:scan_window]
+        rows = list(scan(base.filter(pk__in=window)).order_by(*order(forward))[: limit + 1])
+        boundary = None
+        if len(rows) <= limit:
+            boundary = ordered.only(*fields)[scan_window - 1: scan_window].first()
+        return rows, boundary
+
     if back is not None:
-        rows = list(qs.filter(condition(back, False)).order_by(*order(False))[: limit + 1])
+        rows, boundary = fetch(qs.filter(condition(back, False)), False)
         more = len(rows) > limit
         rows = rows[:limit][::-1]
         newer = _cursor_of(rows[0], fields) if more and rows else None
-        older = _cursor_of(rows[-1], fields) if rows else None
-        return Page(rows=rows, older=older, newer=newer)
+        if boundary is not None:
+            newer = _cursor_of(boundary, fields)
+        older = _cursor_of(rows[-1], fields) if rows else encode_cursor(*back)
+        return Page(rows=rows, older=older, newer=newer, scan_capped=boundary is not None, scan_window=scan_window)
     if fwd is not None:
         qs = qs.filter(condition(fwd, True))
-    rows = list(qs.order_by(*order(True))[: limit + 1])
+    rows, boundary = fetch(qs, True)
     more = len(rows) > limit
     rows = rows[:limit]
     older = _cursor_of(rows[-1], fields) if more else None
-    newer = _cursor_of(rows[0], fields) if fwd is not None and rows else None
-    return Page(rows=rows, older=older, newer=newer)
+    if boundary is not None:
+        older = _cursor_of(boundary, fields)
+    newer = (_cursor_of(rows[0], fields) if rows else encode_cursor(*fwd)) if fwd is not None else None
+    return Page(rows=rows, older=older, newer=newer, scan_capped=boundary is not None, scan_window=scan_window)
 
 
 def _cursor_of(row: Any, fields: Sequence[str]) -> str:
     return encode_cursor(*(getattr(row, f) for f in fields))
 
 
-def _parse_dt(value: str) -> datetime | None:
-    return parse_datetime(value)
-
 
 # -- runs ----------------------------------------------------------------------------------------
+RUN_SCAN_WINDOW = 5000  # runs a substring or metadata filter is tried on per page
+
+
 @dataclass(slots=True, kw_only=True)
 class RunFilters:
+    """The runs list's filters, parsed by ``forms.parse_runs_filter``; errors are per field."""
+
     package: str = ""
     state: str = ""
     q: str = ""
-    meta: str = ""  # key=value
+    meta: str = ""  # key=value, as typed
+    meta_pair: tuple[str, str] | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
-    errors: list[str] = field(default_factory=list)
+    field_errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_params(cls, params: Any) -> RunFilters:
-        f = cls(
-            package=params.get("package", "").strip(),
-            state=params.get("state", "").strip(),
-            q=params.get("q", "").strip(),
-            meta=params.get("meta", "").strip(),
+        parsed = forms.parse_runs_filter(params)
+        v = parsed.values
+        return cls(
+            package=v["package"], state=v["state"], q=v["q"],
+            meta=params.get("meta", "").strip() if "meta" not in parsed.errors else "",
+            meta_pair=v["meta"] or None,
+            created_after=v["created_after"], created_before=v["created_before"],
+            field_errors=parsed.errors,
         )
-        if f.state and f.state not in RUN_STATES:
-            f.errors.append(f"Unknown state {f.state!r}.")
-            f.state = ""
-        for name in ("created_after", "created_before"):
-            raw = params.get(name, "").strip()
-            if not raw:
-                continue
-            value = _parse_form_datetime(raw)
-            if value is None:
-                f.errors.append(f"{name.replace('_', ' ').capitalize()} is not a date and time: {raw!r}.")
-            setattr(f, name, value)
-        if f.meta and "=" not in f.meta:
-            f.errors.append("Metadata filter must look like key=value.")
-        return f
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{name.replace('_', ' ').capitalize()}: {text}" for name, text in self.field_errors.items()]
 
     def apply(self, qs: QuerySet[Run]) -> QuerySet[Run]:
+        """The filters an index serves (package, state, creation time)."""
         if self.package:
             qs = qs.filter(package=self.package)
         if self.state:
             qs = qs.filter(state=self.state)
-        if self.q:
-            qs = qs.filter(Q(id=self.q) | Q(id__startswith=self.q) | Q(name__icontains=self.q))
-        if self.meta and "=" in self.meta:
-            key, _, value = self.meta.partition("=")
-            qs = qs.filter(**{f"metadata__{key.strip()}": value.strip()})
         if self.created_after:
             qs = qs.filter(created_at__gte=self.created_after)
         if self.created_before:
@@ -175,28 +179,30 @@ class RunFilters:
         return qs
 
     @property
+    def needs_scan(self) -> bool:
+        return bool(self.q or self.meta_pair)
+
+    def apply_scanned(self, qs: QuerySet[Run]) -> QuerySet[Run]:
+        """The filters no index serves: a name substring, a metadata key's value."""
+        if self.q:
+            qs = qs.filter(Q(id__startswith=self.q) | Q(name__icontains=self.q))
+        if self.meta_pair:
+            key, value = self.meta_pair
+            # KeyTransform takes the key literally: "a__contains" is a key, not a lookup.
+            qs = qs.alias(wf_meta_value=KeyTransform(key, "metadata")).filter(wf_meta_value=value)
+        return qs
+
+    @property
     def is_filtered(self) -> bool:
         return any([self.package, self.state, self.q, self.meta, self.created_after, self.created_before])
 
 
-def _parse_form_datetime(raw: str) -> datetime | None:
-    """Accept ``<input type=datetime-local>`` values and ISO strings; naive means the site's zone."""
-    value = parse_datetime(raw)
-    if value is None:
-        try:
-            value = datetime.fromisoformat(raw)
-        except ValueError:
-            return None
-    if timezone.is_naive(value):
-        value = timezone.make_aware(value)
-    return value
-
-
 def runs_page(filters: RunFilters, *, limit: int = 50, after: str | None = None, before: str | None = None) -> Page:
     qs = filters.apply(Run.objects.defer("input"))
+    scan = filters.apply_scanned if filters.needs_scan else None
     return keyset_page(
         qs, fields=("created_at", "id"), descending=True, limit=limit, after=after, before=before,
-        convert=(_parse_dt, None),
+        scan=scan, scan_window=RUN_SCAN_WINDOW,
     )
 
 
@@ -298,7 +304,7 @@ def step_table(
 ) -> Page:
     """A page of a run's steps; sorts by a column are keyset-paged, by duration capped at ``limit``."""
     qs = (Step.objects.filter(run=run).defer("input", "result", "error", "metadata", "retry")
-          .annotate(error_code_text=KT("error__code")))
+          .annotate(error_code_text=JsonText("error", "code")))
     if q:
         qs = qs.filter(Q(step_id__icontains=q) | Q(kind__icontains=q))
     if state in STEP_STATES:
@@ -349,6 +355,10 @@ class Timeline:
     end: datetime | None
     total: int
     workers: list[str]
+
+    @classmethod
+    def empty(cls) -> Timeline:
+        return cls(bars=[], start=None, end=None, total=0, workers=[])
 
     @property
     def span_seconds(self) -> float:
@@ -421,7 +431,11 @@ class StepDetail:
         return details
 
 
-def step_detail(step: Step, *, limit: int = 100) -> StepDetail:
+def step_detail(
+    step: Step, *, limit: int = 100, with_attempts: bool = True, with_events: bool = True,
+    with_records: bool = True, with_artifacts: bool = True,
+) -> StepDetail:
+    """Everything the step panel shows; the ``with_`` flags skip what the viewer may not see."""
     run = step.run
     deps_qs = Dependency.objects.filter(step=step).select_related("depends_on").only(
         "id", "required", "satisfied", "step_id", "depends_on__step_id", "depends_on__state", "depends_on__kind",
@@ -440,14 +454,16 @@ def step_detail(step: Step, *, limit: int = 100) -> StepDetail:
     reasons = _waiting_reasons(step, failed_required, dependencies, deps_total)
     return StepDetail(
         step=step,
-        attempts=list(Lease.objects.filter(step=step).order_by("claimed_at", "id")),
+        attempts=list(Lease.objects.filter(step=step).order_by("claimed_at", "id")) if with_attempts else [],
         dependencies=dependencies,
         dependencies_total=deps_total,
         dependents=dependents,
         dependents_total=dependents_total,
-        records=list(Record.objects.filter(run=run, step_id=step.step_id).order_by("collection", "key")[:limit]),
-        artifacts=list(Artifact.objects.filter(step=step).defer("body").order_by("created_at", "id")[:limit]),
-        events=list(Event.objects.filter(run=run, step_id=step.step_id).order_by("-id")[:limit]),
+        records=list(Record.objects.filter(run=run, step_id=step.step_id).order_by("collection", "key")[:limit])
+        if with_records else [],
+        artifacts=list(Artifact.objects.filter(step=step).defer("body").order_by("created_at", "id")[:limit])
+        if with_artifacts else [],
+        events=list(Event.objects.filter(run=run, step_id=step.step_id).order_by("-id")[:limit]) if with_events else [],
         children_total=Step.objects.filter(run=run, parent_step_id=step.step_id).count(),
         reasons=reasons,
         failed_required=failed_required,
@@ -512,7 +528,6 @@ def artifacts_page(
         qs = qs.filter(content_type__startswith=content_type)
     return keyset_page(
         qs, fields=("created_at", "id"), descending=False, limit=limit, after=after, before=before,
-        convert=(_parse_dt, None),
     )
 
 

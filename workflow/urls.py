@@ -18,16 +18,24 @@ from .views import auth, consoles, consoles_start, schedules
 
 
 class IdConverter:
-    """Run and step ids may hold any printable character, "/" included: escape it as "~2F"."""
+    """Ids and names may hold any printable character: "~" escapes "/" (~2F) and "~" (~7E).
 
-    regex = r"[^/]+"
-    _unescape = re.compile(r"~(7E|2F)")
+    A segment of dots only ("." or "..") is escaped as ~2E per dot: browsers and proxies fold
+    those path segments away, so the link would open the parent page. NUL never matches.
+    """
+
+    regex = r"[^/\x00]+"
+    _unescape = re.compile(r"~(7E|2F|2E)")
+    _chars = {"7E": "~", "2F": "/", "2E": "."}
 
     def to_python(self, value: str) -> str:
-        return self._unescape.sub(lambda m: "~" if m.group(1) == "7E" else "/", value)
+        return self._unescape.sub(lambda m: self._chars[m.group(1)], value)
 
     def to_url(self, value: str) -> str:
-        return str(value).replace("~", "~7E").replace("/", "~2F")
+        text = str(value)
+        if text and text.strip(".") == "":
+            return "~2E" * len(text)
+        return text.replace("~", "~7E").replace("/", "~2F")
 
 
 register_converter(IdConverter, "wfid")
@@ -61,8 +69,8 @@ console_patterns = [
     page("", consoles.overview, "overview"),
     page("steps/", consoles.steps, "steps"),
     page("queues/", consoles.queues, "queues"),
-    page("queues/<str:name>/pause/", consoles.pause_queue, "pause_queue"),
-    page("queues/<str:name>/resume/", consoles.resume_queue, "resume_queue"),
+    page("queues/<wfid:name>/pause/", consoles.pause_queue, "pause_queue"),
+    page("queues/<wfid:name>/resume/", consoles.resume_queue, "resume_queue"),
     page("events/", consoles.events, "events"),
     page("packages/", consoles_start.packages, "packages"),
     page("packages/<str:name>/start/", consoles_start.start_run, "start_run"),

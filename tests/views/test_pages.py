@@ -212,7 +212,9 @@ def test_runs_page__filters(operator_client: Client, runtime: Any, failed_run: s
     assert shown("?created_after=2000-01-01T00%3A00") == {tagged, failed_run}
     assert shown("?created_before=2000-01-01T00%3A00") == set()
     bad = operator_client.get(url + "?created_after=yesterday&state=weird")
-    assert bad.status_code == 200 and "is not a date and time" in bad.content.decode()
+    body = bad.content.decode()
+    assert bad.status_code == 200 and "Enter a real date and time" in body
+    assert 'id="f-after-error"' in body and "Select a valid choice" in body
 
 
 # -- run page ------------------------------------------------------------------------------------

@@ -110,3 +110,54 @@ def test_actions__csrf_is_enforced(operator_user: Any, failed_run: str) -> None:
 def test_body__carries_the_csrf_header_for_htmx(operator_client: Client, failed_run: str) -> None:
     body = operator_client.get(reverse("workflow:runs")).content.decode()
     assert "hx-headers='{\"X-CSRFToken\": \"" in body
+
+
+# -- panels: each part of a page needs its own view permission -------------------------------------
+PANEL_PARTS = {
+    # permission: (what the step panel / run page shows with it, the line shown without it)
+    "view_lease": ("checking the gate (attempt 1)", "Attempts and their log lines are hidden"),
+    "view_event": ("step_failed", "Events are hidden"),
+    "view_record": ("Records written <span", "Records are hidden"),
+    "view_artifact": ("table.csv", "Artifacts are hidden"),
+}
+
+
+def _user_with(django_user_model: Any, name: str, codenames: list[str]) -> Client:
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(name, password="x-pw-123456")
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="workflow", codename__in=codenames))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize("missing", sorted(PANEL_PARTS))
+def test_panels__hide_what_the_viewer_may_not_see_with_a_line_saying_so(
+    django_user_model: Any, runtime: Any, missing: str
+) -> None:
+    from tests.conftest import drain, run_graph
+
+    run_id = run_graph(runtime, [{"id": "g", "kind": "gate", "retry": 1}, {"id": "report", "kind": "report"}])
+    drain(runtime)
+    granted = ["view_run", "view_step", *(p for p in PANEL_PARTS if p != missing)]
+    client = _user_with(django_user_model, f"u-{missing}", granted)
+    shown, hidden_line = PANEL_PARTS[missing]
+    step = "report" if missing in ("view_record", "view_artifact") else "g"
+    for url in (reverse("workflow:step", args=[run_id, step]), reverse("workflow:run", args=[run_id]) + f"?step={step}"):
+        body = client.get(url).content.decode()
+        assert hidden_line in body, (missing, url)
+        assert shown not in body, (missing, url)
+    # With every permission, the same parts are there and no line says anything is hidden.
+    full = _user_with(django_user_model, f"all-{missing}", ["view_run", "view_step", *PANEL_PARTS])
+    body = full.get(reverse("workflow:step", args=[run_id, step])).content.decode()
+    assert shown in body and "are hidden" not in body
+
+
+def test_run_page__timeline_and_events_need_their_permissions(django_user_model: Any, failed_run: str) -> None:
+    client = _user_with(django_user_model, "plain", ["view_run", "view_step"])
+    body = client.get(reverse("workflow:run", args=[failed_run])).content.decode()
+    assert "Attempts are hidden" in body and "Events are hidden" in body
+    assert 'class="tl-bar' not in body and "run_failed" not in body
+    live = client.get(reverse("workflow:run", args=[failed_run]) + "?fragment=live", HTTP_HX_REQUEST="true")
+    assert "Attempts are hidden" in live.content.decode() and "run_failed" not in live.content.decode()

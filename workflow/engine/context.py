@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .builder import build_spec, check_id, to_json_value
-from .errors import permanent
+from .content_types import check_content_type
+from .errors import InvalidInput, permanent
 from .values import (
     ArtifactRef,
     ArtifactWrite,
@@ -146,6 +147,7 @@ class StepContext:
     ) -> str:
         """Keep a small artifact inline with the step's commit; returns its id."""
         check_id("artifact name", name)
+        content_type = _checked_content_type(content_type)
         data = body.encode() if isinstance(body, str) else bytes(body)
         limit = self._runtime.config.artifact_inline_limit
         if len(data) > limit:
@@ -178,6 +180,7 @@ class StepContext:
     ) -> ArtifactRef:
         """Stream ``body`` into the artifact store now; its reference row commits with the step."""
         check_id("artifact name", name)
+        content_type = _checked_content_type(content_type)
         store = self._runtime.artifact_store
         if store is None:
             raise permanent("no_artifact_store", "no artifact store is configured (settings.WORKFLOW['ARTIFACT_STORAGE'])")
@@ -223,6 +226,13 @@ class StepContext:
 
     def projection(self, name: str) -> Projection:
         return self._runtime.projection(name)
+
+
+def _checked_content_type(content_type: Any) -> str:
+    try:
+        return check_content_type(content_type)
+    except InvalidInput as exc:
+        raise permanent("invalid_content_type", str(exc)) from exc
 
 
 def _kind_of(content_type: str) -> str:

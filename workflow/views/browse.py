@@ -8,6 +8,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from .. import queries
+from ..engine.content_types import is_content_type
 from ..models import Artifact, Run, Step
 from .common import render_fragment, viewer
 
@@ -66,10 +67,9 @@ def download_artifact(request: HttpRequest, artifact_id: str) -> HttpResponse:
         fh = queries.open_artifact(artifact)
     except queries.BlobMissing as exc:
         raise Http404(str(exc)) from exc
-    response = FileResponse(
-        fh, as_attachment=True, filename=artifact.name,
-        content_type=artifact.content_type or "application/octet-stream",
-    )
+    # A content type stored before writes were checked may not be a header value: send bytes.
+    content_type = artifact.content_type if is_content_type(artifact.content_type) else "application/octet-stream"
+    response = FileResponse(fh, as_attachment=True, filename=artifact.name, content_type=content_type)
     if not response.has_header("Content-Length") and artifact.size is not None:
         response["Content-Length"] = str(artifact.size)
     response["X-Content-Type-Options"] = "nosniff"

@@ -12,19 +12,43 @@ from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
-from ..engine.errors import NotFound, WorkflowError
+from ..engine.errors import InvalidInput, NotFound, WorkflowError
+from ..forms import BadInput, check_params
 from .auth import dashboard_login_required
 
 ViewFunc = Callable[..., HttpResponse]
+
+
+def refuse_bad_input(view: ViewFunc) -> ViewFunc:
+    """Check every parameter for text no column can hold, and answer BadInput with a 400."""
+
+    @wraps(view)
+    def inner(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            check_params(request.GET)
+            if request.method == "POST":
+                check_params(request.POST)
+            return view(request, *args, **kwargs)
+        except BadInput as exc:
+            return bad_request(request, str(exc))
+
+    return inner
 
 
 def viewer(*perms: str) -> Callable[[ViewFunc], ViewFunc]:
     """Login first (anonymous users go to the login page), then the view permissions (else 403)."""
 
     def wrap(view: ViewFunc) -> ViewFunc:
-        return dashboard_login_required(permission_required(perms, raise_exception=True)(require_GET(view)))
+        return dashboard_login_required(
+            permission_required(perms, raise_exception=True)(require_GET(refuse_bad_input(view)))
+        )
 
     return wrap
+
+
+def bad_request(request: HttpRequest, message: str) -> HttpResponse:
+    """A 400 naming what is wrong with the request (a toast for htmx, else a page)."""
+    return _error_response(request, 400, "Bad request", message)
 
 
 def operator_action(view: ViewFunc) -> ViewFunc:
@@ -37,17 +61,23 @@ def operator_action(view: ViewFunc) -> ViewFunc:
         except WorkflowError as exc:
             return action_error(request, exc)
 
-    guarded = permission_required("workflow.operate", raise_exception=True)(inner)
+    guarded = permission_required("workflow.operate", raise_exception=True)(refuse_bad_input(inner))
     return dashboard_login_required(require_POST(guarded))
 
 
 def action_error(request: HttpRequest, exc: WorkflowError) -> HttpResponse:
-    """Render an engine refusal: 404 for unknown things, 409 for a state that does not allow it."""
-    status = 404 if isinstance(exc, NotFound) else 409
-    title = "Not found" if status == 404 else "Not possible right now"
-    context = {"title": title, "message": str(exc), "status": status}
+    """Render an engine refusal: 404 unknown, 400 invalid input, 409 a state that does not allow it."""
+    if isinstance(exc, NotFound):
+        return _error_response(request, 404, "Not found", str(exc))
+    if isinstance(exc, InvalidInput):
+        return _error_response(request, 400, "Bad request", str(exc))
+    return _error_response(request, 409, "Not possible right now", str(exc))
+
+
+def _error_response(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
+    context = {"title": title, "message": message, "status": status}
     if getattr(request, "htmx", False):
-        html = render_to_string("workflow/_toast.html", {"level": "error", "text": f"{title}: {exc}"}, request)
+        html = render_to_string("workflow/_toast.html", {"level": "error", "text": f"{title}: {message}"}, request)
         response = HttpResponse(html, status=status)
         response["HX-Retarget"] = "#toasts"
         response["HX-Reswap"] = "beforeend"

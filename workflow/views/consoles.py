@@ -21,20 +21,15 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import metrics, operator, queries
+from .. import forms, metrics, operator, queries
 from ..engine.values import StepState
 from ..models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step, Worker
 from .common import operator_action, render_fragment, viewer
 
 EVENTS_PER_PAGE = 100
 STEPS_PER_PAGE = 50
-EVENT_KINDS = [
-    "run_created", "run_succeeded", "run_failed", "run_canceled", "step_claimed", "step_succeeded", "step_retrying",
-    "step_failed", "step_retried", "lease_expired", "commit_rejected", "commit_error", "step_handed_back",
-    "queue_paused", "queue_resumed", "queue_configured", "worker_started", "worker_stopped", "worker_error",
-]
-EVENT_RANGES = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(hours=24),
-                "7d": timedelta(days=7)}
+EVENT_KINDS = forms.EVENT_KINDS
+EVENT_RANGES = forms.EVENT_RANGES
 OVERVIEW_PERMS = ("workflow.view_run", "workflow.view_step", "workflow.view_queue", "workflow.view_worker",
                   "workflow.view_lease")
 QUEUE_PERMS = ("workflow.view_queue", "workflow.view_step", "workflow.view_worker")
@@ -87,11 +82,14 @@ class StepFilters:
     kind: str = ""
     since: str = ""
 
+    field_errors: dict[str, str] = dataclasses.field(default_factory=dict)
+
     @classmethod
     def from_params(cls, params: Any) -> StepFilters:
-        f = cls(**{k.name: params.get(k.name, "").strip() for k in dataclasses.fields(cls)})
-        if f.state not in queries.STEP_STATES:
-            f.state = ""
+        parsed = forms.parse_steps_filter(params)
+        v = parsed.values
+        f = cls(state=v["state"], code=v["code"], queue=v["queue"], kind=v["kind"], since=v["since"],
+                field_errors=parsed.errors)
         if f.code and not f.state:
             f.state = StepState.FAILED
         terminal = f.state in metrics.TERMINAL_STEP_STATES or not f.state
@@ -139,8 +137,7 @@ def steps(request: HttpRequest) -> HttpResponse:
     )
     if filters.is_terminal and filters.since:
         page = queries.keyset_page(qs, fields=("finished_at", "id"), descending=True, limit=STEPS_PER_PAGE,
-                                   after=request.GET.get("after"), before=request.GET.get("before"),
-                                   convert=(queries._parse_dt, None))
+                                   after=request.GET.get("after"), before=request.GET.get("before"))
     else:
         page = queries.keyset_page(qs, fields=("id",), descending=True, limit=STEPS_PER_PAGE,
                                    after=request.GET.get("after"), before=request.GET.get("before"))
@@ -189,6 +186,7 @@ def _after_queue_action(request: HttpRequest) -> HttpResponse:
 
 @operator_action
 def pause_queue(request: HttpRequest, name: str) -> HttpResponse:
+    forms.check_text(name, label="The queue name", max_length=forms.column_length(Queue, "name"))
     operator.pause_queue(name, user=request.user)
     messages.success(request, f"Queue {name} paused: workers claim nothing from it until it is resumed.")
     return _after_queue_action(request)
@@ -196,6 +194,7 @@ def pause_queue(request: HttpRequest, name: str) -> HttpResponse:
 
 @operator_action
 def resume_queue(request: HttpRequest, name: str) -> HttpResponse:
+    forms.check_text(name, label="The queue name", max_length=forms.column_length(Queue, "name"))
     operator.resume_queue(name, user=request.user)
     messages.success(request, f"Queue {name} resumed.")
     return _after_queue_action(request)
@@ -213,33 +212,31 @@ class EventFilters:
     range: str = ""
     since: str = ""
     until: str = ""
-    errors: list[str] = dataclasses.field(default_factory=list)
     since_at: datetime | None = None
     until_at: datetime | None = None
 
     NAMES = ("kind", "severity", "run", "step", "queue", "worker", "range", "since", "until")
 
+    field_errors: dict[str, str] = dataclasses.field(default_factory=dict)
+
     @classmethod
     def from_params(cls, params: Any, now: datetime) -> EventFilters:
-        f = cls(**{n: params.get(n, "").strip() for n in cls.NAMES})
-        if f.severity and f.severity not in Event.Severity.values:
-            f.errors.append(f"Unknown severity {f.severity!r}.")
-            f.severity = ""
-        if f.range and f.range not in EVENT_RANGES:
-            f.range = ""
+        parsed = forms.parse_events_filter(params)
+        v = parsed.values
+        f = cls(**{n: v[n] for n in ("kind", "severity", "run", "step", "queue", "worker", "range")},
+                field_errors=parsed.errors)
+        # The typed text is kept for the form; only a valid one filters.
+        f.since, f.until = (params.get(n, "").strip()[:40] for n in ("since", "until"))
         if f.range:
             f.since_at = now - EVENT_RANGES[f.range]
-        for name in ("since", "until"):
-            raw = getattr(f, name)
-            if raw:
-                value = queries._parse_form_datetime(raw)
-                if value is None:
-                    f.errors.append(f"{name.capitalize()} is not a date and time: {raw!r}.")
-                elif name == "since":
-                    f.since_at = max(value, f.since_at) if f.since_at else value
-                else:
-                    f.until_at = value
+        if v["since"]:
+            f.since_at = max(v["since"], f.since_at) if f.since_at else v["since"]
+        f.until_at = v["until"]
         return f
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{name.capitalize()}: {text}" for name, text in self.field_errors.items()]
 
     def apply(self, qs: Any) -> Any:
         if self.kind:
@@ -277,8 +274,10 @@ def events(request: HttpRequest) -> HttpResponse:
     if request.htmx and request.GET.get("fragment") == "new":
         # Live tail: rows newer than the newest one the page shows, newest first.
         try:
-            newer_than = int(request.GET.get("newer_than", ""))
+            newer_than = int(request.GET.get("newer_than", "")[:20])
         except ValueError:
+            return HttpResponse(status=204)
+        if not 0 <= newer_than < 2**63:
             return HttpResponse(status=204)
         rows = list(qs.filter(id__gt=newer_than).order_by("-id")[:EVENTS_PER_PAGE])
         if not rows:

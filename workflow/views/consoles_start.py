@@ -18,13 +18,13 @@ from django.shortcuts import render
 from django.urls import reverse
 from django_htmx.http import HttpResponseStopPolling
 
-from .. import operator
+from .. import forms, operator
 from ..engine import registry as registry_module
 from ..engine import typed
 from ..engine.errors import UnknownPackage, WorkflowError
 from ..models import Run
 from .auth import dashboard_login_required
-from .common import viewer
+from .common import refuse_bad_input, viewer
 
 JSON_FIELD = "__input__"  # the single textarea used when the input is not an object with fields
 RECENT_SUBMISSIONS = 10
@@ -142,9 +142,9 @@ def parse_fields(fields: list[FormField], data: Any) -> tuple[Any, bool]:
         if not f.value.strip():
             return None, True
         try:
-            return json.loads(f.value), True
-        except ValueError as exc:
-            f.error = f"not valid JSON: {exc}"
+            return forms.parse_json(f.value, label="the input"), True
+        except forms.BadInput as exc:
+            f.error = str(exc)
             return None, False
     raw: dict[str, Any] = {}
     ok = True
@@ -155,6 +155,11 @@ def parse_fields(fields: list[FormField], data: Any) -> tuple[Any, bool]:
             continue
         text = data.get(f.name, "")
         f.value = text
+        problem = forms.text_problem(text)
+        if problem:
+            f.error = f"this value {problem}"
+            ok = False
+            continue
         if not text.strip():
             if f.nullable and not f.has_default:
                 raw[f.name] = None
@@ -193,9 +198,9 @@ def _convert(f: FormField, text: str) -> Any:
         return text + ":00"
     if f.widget == "json":
         try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"not valid JSON: {exc}") from None
+            return forms.parse_json(text, label="this value")
+        except forms.BadInput as exc:
+            raise ValueError(str(exc)) from None
     return text
 
 
@@ -242,6 +247,7 @@ def packages(request: HttpRequest) -> HttpResponse:
 
 @dashboard_login_required
 @permission_required(("workflow.operate", "workflow.view_run"), raise_exception=True)
+@refuse_bad_input
 def start_run(request: HttpRequest, name: str) -> HttpResponse:
     """GET: the generated form. POST: validate on the server; start the run only if all is well."""
     if request.method not in ("GET", "POST"):
@@ -253,8 +259,12 @@ def start_run(request: HttpRequest, name: str) -> HttpResponse:
     run_name = ""
     status = 200
     if request.method == "POST":
-        run_name = request.POST.get("run_name", "").strip()[:255]
+        run_name = request.POST.get("run_name", "").strip()
         raw, ok = parse_fields(fields, request.POST)
+        name_problem = forms.text_problem(run_name, max_length=forms.column_length(Run, "name"))
+        if name_problem:
+            form_error = f"The run name {name_problem}."
+            ok = False
         if ok and pkg.input_type is not None:
             try:
                 typed.decode(pkg.input_type, raw)
@@ -271,6 +281,9 @@ def start_run(request: HttpRequest, name: str) -> HttpResponse:
                 ok = False
             except TypeError as exc:
                 form_error = f"this package's input type cannot be checked: {exc}"
+                ok = False
+            except RecursionError:
+                form_error = "the input is nested too deeply to check"
                 ok = False
         if ok:
             try:

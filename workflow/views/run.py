@@ -17,6 +17,7 @@ from django.utils.safestring import mark_safe
 from django_htmx.http import HttpResponseStopPolling
 
 from .. import operator, queries
+from ..forms import BadInput
 from ..graph import build_layout, render_svg
 from ..models import Run, Step
 from .common import current_params, operator_action, render_fragment, viewer
@@ -119,7 +120,7 @@ def step_table_context(run: Run, params: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def live_context(run: Run, params: dict[str, str], *, with_graph: bool = True) -> dict[str, Any]:
+def live_context(run: Run, params: dict[str, str], *, user: Any, with_graph: bool = True) -> dict[str, Any]:
     expanded = [k for k in params.get("expand", "").split(",") if k]
     progress = queries.progress_for([run.id])[run.id]
     context: dict[str, Any] = {
@@ -127,8 +128,8 @@ def live_context(run: Run, params: dict[str, str], *, with_graph: bool = True) -
         "progress": progress,
         "expanded": ",".join(expanded),
         "fingerprint": fingerprint(run),
-        "timeline": queries.timeline(run),
-        "events": queries.run_events(run),
+        "timeline": queries.timeline(run) if user.has_perm("workflow.view_lease") else queries.Timeline.empty(),
+        "events": queries.run_events(run) if user.has_perm("workflow.view_event") else [],
         "with_graph": with_graph,
     }
     if with_graph:
@@ -145,7 +146,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     fragment = params.get("fragment")
     if request.htmx and fragment == "live":
         fp = fingerprint(run)
-        context = live_context(run, params, with_graph=params.get("v") != fp)
+        context = live_context(run, params, user=request.user, with_graph=params.get("v") != fp)
         context["live_url"] = _live_url(run, params)
         response = render_fragment(request, "workflow/_run_live_response.html", context)
         return _stop_if_done(run, response)
@@ -153,7 +154,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         context = {"run": run, **step_table_context(run, params)}
         response = render_fragment(request, "workflow/_step_table.html", context)
         return _stop_if_done(run, response)
-    context = live_context(run, params)
+    context = live_context(run, params, user=request.user)
     context.update(step_table_context(run, params))
     context["live_url"] = _live_url(run, params)
     selected = params.get("step")
@@ -162,7 +163,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
 
         step = Step.objects.filter(run=run, step_id=selected).select_related("run").first()
         if step is not None:
-            context.update(panel_context(step))
+            context.update(panel_context(step, request.user))
     return render(request, "workflow/run.html", context)
 
 
@@ -188,7 +189,7 @@ def cancel_run(request: HttpRequest, run_id: str) -> HttpResponse:
         if step is not None:
             from .step import panel_context
 
-            panel = render_to_string("workflow/_step_panel.html", panel_context(step), request)
+            panel = render_to_string("workflow/_step_panel.html", panel_context(step, request.user), request)
         return refreshed_run(request, run, panel=panel)
     return HttpResponseRedirect(run_url(run.id))
 
@@ -196,10 +197,14 @@ def cancel_run(request: HttpRequest, run_id: str) -> HttpResponse:
 def refreshed_run(request: HttpRequest, run: Run, *, panel: str = "") -> HttpResponse:
     """After an action: the step panel (if any) plus the run's live regions, out of band."""
     params = current_params(request)
-    context = live_context(run, params)
+    context = live_context(run, params, user=request.user)
     context["live_url"] = _live_url(run, params)
     context["oob"] = True
-    table = {"run": run, "oob": True, **step_table_context(run, params)}
+    try:
+        table_context = step_table_context(run, params)
+    except BadInput:  # the page's own URL held a stale cursor: the action is done, show the first page
+        table_context = step_table_context(run, {k: v for k, v in params.items() if k not in ("safter", "sbefore")})
+    table = {"run": run, "oob": True, **table_context}
     html = panel
     html += render_to_string("workflow/_run_live_response.html", context, request)
     html += render_to_string("workflow/_step_table.html", table, request)

@@ -17,8 +17,15 @@ from .common import operator_action, render_fragment, viewer
 from .run import refreshed_run, run_url
 
 
-def panel_context(step: Step) -> dict[str, Any]:
-    detail = queries.step_detail(step)
+def panel_context(step: Step, user: Any) -> dict[str, Any]:
+    """The step panel; what the viewer's permissions do not cover is neither read nor shown."""
+    detail = queries.step_detail(
+        step,
+        with_attempts=user.has_perm("workflow.view_lease"),
+        with_events=user.has_perm("workflow.view_event"),
+        with_records=user.has_perm("workflow.view_record"),
+        with_artifacts=user.has_perm("workflow.view_artifact"),
+    )
     return {
         "step": step,
         "run": step.run,
@@ -38,7 +45,7 @@ def _get_step(run_id: str, step_id: str) -> Step:
 @viewer("workflow.view_run", "workflow.view_step")
 def step_detail(request: HttpRequest, run_id: str, step_id: str) -> HttpResponse:
     step = _get_step(run_id, step_id)
-    context = panel_context(step)
+    context = panel_context(step, request.user)
     if request.htmx and not request.htmx.boosted:
         response = render_fragment(request, "workflow/_step_panel.html", context)
         if request.GET.get("poll") and not (context["is_step_active"] and step.run.is_active):
@@ -53,6 +60,6 @@ def retry_step(request: HttpRequest, run_id: str, step_id: str) -> HttpResponse:
     messages.success(request, f"Step {step_id} will run again.")
     step = _get_step(run_id, step_id)
     if request.htmx:
-        panel = render_to_string("workflow/_step_panel.html", panel_context(step), request)
+        panel = render_to_string("workflow/_step_panel.html", panel_context(step, request.user), request)
         return refreshed_run(request, step.run, panel=panel)
     return HttpResponseRedirect(run_url(run_id, step=step_id))
