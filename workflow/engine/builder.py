@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from . import typed
 from .errors import InvalidGraph, InvalidInput, UnknownKind
-from .registry import Registry
+from .registry import Registry, as_timeout
 from .values import Dependency, RetryPolicy, StepHandle, StepSpec
 
 MAX_ID_LENGTH = 255
@@ -64,6 +65,7 @@ def build_spec(
     metadata: Mapping[str, str] | None = None,
     site: str = "",
     parent: StepHandle | str | None = None,
+    timeout: timedelta | float | None = None,
 ) -> StepSpec:
     """Check one step's options and return its spec; the one path for ``step`` and ``emit``."""
     check_id("step id", step_id)
@@ -76,6 +78,10 @@ def build_spec(
     for key, value in meta.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise InvalidInput(f"step {step_id!r}: metadata must map strings to strings, got {key!r}: {value!r}")
+    try:
+        step_timeout = as_timeout(timeout) if timeout is not None else executor.timeout
+    except ValueError as exc:
+        raise InvalidInput(f"step {step_id!r}: {exc}") from exc
     deps = _dependencies(depends_on)
     seen: set[str] = set()
     for dep in deps:
@@ -95,6 +101,7 @@ def build_spec(
         retry=retry or executor.retry or RetryPolicy(),
         metadata=meta,
         parent_id=parent.id if isinstance(parent, StepHandle) else parent,
+        timeout=step_timeout,
     )
 
 

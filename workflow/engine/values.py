@@ -192,6 +192,7 @@ class StepSpec:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     metadata: Mapping[str, str] = field(default_factory=dict)
     parent_id: str | None = None
+    timeout: timedelta | None = None  # an attempt running longer fails with retryable code "timeout"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -288,6 +289,7 @@ class ClaimedStep:
     parent_id: str | None
     retry: RetryPolicy
     lease: LeaseInfo
+    timeout: timedelta | None = None
 
     @property
     def attempt(self) -> int:
@@ -370,6 +372,8 @@ class ClaimRequest:
     # Read again once the claim holds its locks, so lease start times are never earlier than
     # the releases that made room for them (queue caps are then provable from the lease rows).
     clock: Callable[[], datetime] | None = None
+    # How many of the claimed steps start at once (free threads); the rest wait, not shown running.
+    start_now: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

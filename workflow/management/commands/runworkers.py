@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from workflow.conf import runtime
 from workflow.shutdown import on_stop
@@ -60,3 +60,5 @@ class Command(BaseCommand):
                 f"claimed={totals.claimed} succeeded={totals.succeeded} retried={totals.retried} "
                 f"failed={totals.failed} discarded={totals.discarded} reclaimed={totals.reclaimed}"
             )
+        if workers.scheduler.exit_reason:  # unhealthy: exit non-zero so a supervisor starts a fresh process
+            raise CommandError(f"worker stopped itself: {workers.scheduler.exit_reason}")
