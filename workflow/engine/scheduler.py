@@ -438,7 +438,8 @@ class Scheduler:
 
     def _heartbeat(self) -> None:
         now = self.runtime.clock()
-        self._call_store(lambda: self.store.worker_seen(self.worker_id, len(self._in_flight), now))
+        executing = sum(1 for r in self._in_flight.values() if r.started is not None)
+        self._call_store(lambda: self.store.worker_seen(self.worker_id, executing, now))
         if not self._in_flight:
             return
         tokens = list(self._in_flight)
