@@ -29,7 +29,8 @@ def build_test_package() -> Package:
             deps = require(*spec.get("deps", ())) + after(*spec.get("optional", ()))
             retry = RetryPolicy(max_attempts=spec.get("retry", 3), initial_backoff=timedelta(0), jitter=0)
             run.step(spec["id"], spec.get("input"), kind=spec["kind"], depends_on=deps, retry=retry,
-                     queue=spec.get("queue"), dedup_key=spec.get("dedup"), timeout=spec.get("timeout"))
+                     queue=spec.get("queue"), dedup_key=spec.get("dedup"),
+                     **({"timeout": spec["timeout"]} if "timeout" in spec else {}))
 
     @pkg.executor("noop")
     def noop(step: StepContext) -> Any:
