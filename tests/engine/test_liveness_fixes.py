@@ -284,7 +284,8 @@ def test_timeout__cooperative_code_sees_cancelled_and_the_step_is_retried(make_r
     run_id = run_graph(rt, [{"id": "s", "kind": "sleep", "input": {"seconds": 30}, "timeout": 0.2, "retry": 2}])
     workers = rt.start_workers(max_workers=1, burst=True)
     assert workers.join(timeout=10)  # each attempt stopped at its timeout, not after 30 s
-    assert workers.scheduler._abandoned_threads == 0  # the executor saw step.cancelled and returned
+    # The executor saw step.cancelled and returned at once (it would sleep 30 s otherwise).
+    wait_until(lambda: workers.scheduler._abandoned_threads == 0, 2, "the cancelled executors to return")
     step = Step.objects.get(run_id=run_id)
     assert (step.state, step.attempt, step.error["code"]) == ("failed", 2, "timeout")
     assert list(Lease.objects.order_by("attempt").values_list("outcome", flat=True)) == ["retried", "failed"]
