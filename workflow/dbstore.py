@@ -611,8 +611,8 @@ class DjangoStore:
         for pk, run_id, step_id, kind, queue, site, raw_input, metadata, parent, retry, attempt, timeout in rows:
             token = _lease_token()
             attempt += 1
-            executing = now_db if len(step_updates) < starting else None  # the rest wait for a thread
-            step_updates.append((token, req.worker_id, expires_db, now_db, executing, now_db, pk))
+            awaiting = None if len(step_updates) < starting else now_db  # the rest wait for a thread
+            step_updates.append((token, req.worker_id, expires_db, now_db, awaiting, now_db, pk))
             lease_rows.append((pk, run_id, attempt, req.worker_id, token, now_db, expires_db))
             events.append(self._event_row(now, "step_claimed", severity="debug", run_id=run_id, step_id=step_id,
                                           queue=queue, worker_id=req.worker_id, payload={"attempt": attempt}))
@@ -634,7 +634,8 @@ class DjangoStore:
                                           finished_at=now, lease_outcome="failed"))
         cursor.executemany(
             "UPDATE workflow_step SET state = 'running', attempt = attempt + 1, lease_token = %s, lease_owner = %s,"
-            " lease_expires_at = %s, started_at = COALESCE(started_at, %s), executing_since = %s, updated_at = %s"
+            " lease_expires_at = %s, started_at = COALESCE(started_at, %s), awaiting_thread_since = %s,"
+            " updated_at = %s"
             " WHERE id = %s",
             step_updates,
         )
@@ -1054,15 +1055,15 @@ class DjangoStore:
         ]
 
     def heartbeat(
-        self, tokens: Sequence[str], now: datetime, expires_at: datetime, *, started: Mapping[str, datetime] | None = None
+        self, tokens: Sequence[str], now: datetime, expires_at: datetime, *, started: Sequence[str] = ()
     ) -> set[str]:
-        """Renew live leases; ``started`` (token -> time) marks prefetched steps whose executor began."""
+        """Renew live leases; ``started`` are prefetched steps whose executor has begun since."""
         live: set[str] = set()
         with self._transaction() as cursor:
-            if started:
-                cursor.executemany(
-                    "UPDATE workflow_step SET executing_since = %s WHERE lease_token = %s AND executing_since IS NULL",
-                    [(self._dt(at), token) for token, at in sorted(started.items())],
+            for chunk in _chunks(sorted(started)):
+                cursor.execute(
+                    f"UPDATE workflow_step SET awaiting_thread_since = NULL WHERE lease_token IN ({_marks(len(chunk))})",
+                    list(chunk),
                 )
             for chunk in _chunks(list(tokens)):
                 cursor.execute(

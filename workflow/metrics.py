@@ -542,7 +542,8 @@ def queue_figures(*, now: datetime | None = None) -> list[QueueFigures]:
                             oldest=Min("available_at", filter=Q(available_at__lte=now)),
                             next_due=Min("available_at", filter=Q(available_at__gt=now))))
     # Claimed but still waiting for a thread (prefetched) is not running yet.
-    running = dict(Step.objects.filter(state=StepState.RUNNING, executing_since__isnull=False).order_by().values_list("queue")
+    running = dict(Step.objects.filter(state=StepState.RUNNING, awaiting_thread_since__isnull=True).order_by()
+                   .values_list("queue")
                    .annotate(n=Count("id")))
     figures: dict[str, QueueFigures] = {}
 

@@ -443,10 +443,10 @@ class Scheduler:
         if not self._in_flight:
             return
         tokens = list(self._in_flight)
-        started = {
-            token: running.started_at for token, running in self._in_flight.items()
-            if not running.shown_executing and running.started_at is not None
-        }
+        started = [
+            token for token, running in self._in_flight.items()
+            if not running.shown_executing and running.started is not None
+        ]
         live = self._call_store(lambda: self.store.heartbeat(tokens, now, now + self.lease_duration,
                                                              started=started))
         if live is not None:

@@ -15,7 +15,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name="step",
-            name="executing_since",
+            name="awaiting_thread_since",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]
