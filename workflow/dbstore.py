@@ -378,6 +378,26 @@ class DjangoStore:
                 message=f"queue {name} {verb}" + (f" by {actor}" if actor else ""),
             )])
 
+    def adopt_queues(self, now: datetime) -> list[str]:
+        """Create the queue row of every queue that holds ready steps but has none; return their names.
+
+        Every insert of a step creates its queue row in the same transaction, so this finds only
+        steps stranded by older versions (or rows written by hand): an all-queues worker claims by
+        the queue table, and would otherwise never look at them. One pass over the ready-only index.
+        """
+        with self._transaction() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT queue FROM workflow_step WHERE state = 'ready'"
+                " AND queue NOT IN (SELECT name FROM workflow_queue)"
+            )
+            missing = sorted(r[0] for r in cursor.fetchall())
+            if missing:
+                Queue.objects.using(self.using).bulk_create(
+                    [Queue(name=n, updated_at=now) for n in missing], ignore_conflicts=True
+                )
+                log.warning("created queue rows for ready steps no worker saw: %s", ", ".join(missing))
+        return missing
+
     def _queue_rows(self, cursor: Any) -> dict[str, tuple[Any, ...]]:
         cursor.execute("SELECT name, max_workers, rate, per_seconds, burst, paused, tokens, refilled_at FROM workflow_queue")
         rows = {r[0]: r for r in cursor.fetchall()}

@@ -183,6 +183,17 @@ def test_rolled_back_batch__does_not_strand_a_child_in_a_new_queue(runtime):
     assert Queue.objects.filter(name="brand-new").exists()
 
 
+def test_all_queues_worker__claims_ready_steps_of_a_queue_without_a_row(make_runtime, transactional_db):
+    """Steps stranded by an older version (their queue row missing) are found at worker start."""
+    rt = make_runtime()
+    run_id = run_graph(rt, [{"id": "a", "kind": "noop", "queue": "orphan"}])
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM workflow_queue WHERE name = 'orphan'")
+    workers = rt.start_workers(burst=True)
+    assert workers.join(timeout=20)
+    assert Step.objects.get(run_id=run_id).state == "succeeded"
+
+
 # -- 8. throttling is visible ------------------------------------------------------------------------------
 def test_queue_throttled__once_per_queue_and_reason_per_minute_across_processes(make_runtime, transactional_db):
     clock = FakeClock()

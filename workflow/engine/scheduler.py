@@ -169,7 +169,7 @@ class Scheduler:
         outcomes: list[Outcome] = []
         wake_in: float | None = 0.0
         cycles = 0
-        next_reclaim = next_beat = next_check = 0.0
+        next_reclaim = next_beat = next_check = next_adopt = 0.0
         stop_deadline: float | None = None
         failures = 0
         try:
@@ -196,6 +196,9 @@ class Scheduler:
                 if clock >= next_reclaim:
                     self.totals.reclaimed += self._reclaim()
                     next_reclaim = clock + min(self.heartbeat_seconds, 5.0)
+                if clock >= next_adopt and self.queues is None:  # an all-queues worker sees every queue
+                    self._call_store(lambda: self.store.adopt_queues(self.runtime.clock()))
+                    next_adopt = clock + 60.0
                 if clock >= next_beat:
                     self._heartbeat()
                     next_beat = clock + self.heartbeat_seconds
