@@ -425,9 +425,10 @@ class DjangoStore:
         claim_sql = self.claim_sql(len(sites))
         remaining = req.limit
         lease_now = self._locked_now(req, now) if not self.is_postgres else now  # SQLite: BEGIN IMMEDIATE holds the lock
-        limited = self._lock_limited_queues(
-            cursor, sorted(n for n in names if n in queues and (queues[n][1] is not None or queues[n][2] is not None))
-        )
+        limited_names = sorted(n for n in names if n in queues and (queues[n][1] is not None or queues[n][2] is not None))
+        # Two or more limited queues: lock them all now, in name order. A single one is locked only
+        # if the claim reaches it, so a claim filled by other queues does not wait for its row.
+        limited = self._lock_limited_queues(cursor, limited_names) if len(limited_names) > 1 else {}
         rows: list[tuple[Any, ...]] = []
         hints: list[float] = []
         blocked: list[tuple[str, str]] = [(n, "paused") for n in paused]
@@ -438,7 +439,11 @@ class DjangoStore:
                 continue
             allowance = remaining
             tokens = 0.0
-            if name in limited:
+            if name in limited_names:
+                if name not in limited:
+                    limited.update(self._lock_limited_queues(cursor, [name]))
+                if name not in limited:
+                    continue  # its row was deleted meanwhile
                 allowance, tokens, hint, claim_now, reason = self._queue_allowance(
                     cursor, limited[name], name, allowance, now, req
                 )
