@@ -411,8 +411,8 @@ class DjangoStore:
     def _claim(self, cursor: Any, req: ClaimRequest, now: datetime) -> tuple[ClaimResult, list[Outcome]]:
         """Claim up to ``req.limit`` due steps; return them and the outcomes of rows that cannot run.
 
-        Limited queues' rows are locked first, all in one statement in name order, so two claims
-        can never wait on each other's queue rows (only the claim order rotates, for fairness).
+        Queue rows are locked in one global order (by name) whatever the rotated claim order, so
+        two claims can never wait on each other's queue rows: a deadlock there cost whole commits.
         """
         queues = self._queue_rows(cursor)
         wanted = list(req.queues or sorted(queues))
