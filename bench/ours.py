@@ -558,16 +558,17 @@ def sc_idle(a: argparse.Namespace) -> dict:
         runtime().configure_queue("capped", QueueConfig(max_workers=2))
         counters = [os.path.join(env.dir, f"calls-{i}") for i in range(a.procs)]
         workers = Workers(env, 0, a.threads)  # its stop() only; the workers, with counters, start here
-        procs = []
+        procs, logs = [], []
         for i, path in enumerate(counters):
             wid = f"idle-{uuid.uuid4().hex[:6]}-{i}"
             log_path = os.path.join(env.dir, f"{wid}.log")
+            logs.append(log_path)
             cmd = [sys.executable, "-m", "bench.ours", "worker", "--count-store-calls", path, "--",
                    "runworkers", "--max-workers", str(a.threads), "--poll-interval", str(a.poll), "--worker-id", wid]
             with open(log_path, "ab") as out:
                 procs.append(subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env.vars}, stdout=out,
                                               stderr=subprocess.STDOUT))
-        workers.procs, workers.logs, workers.ids = procs, [], []
+        workers.procs, workers.logs = procs, logs
         try:
             run_id, _ = start_run("capped", a.n)
             deadline = now() + 120
