@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench [--quick] [--only S1,S2,...] [--repeats R] [--no-profile] [--out PATH]
 
-Groups for --only: S1 S2 S3 S4 S5 DASH PEERS PROFILE (PEERS = every peer; a group also runs the peers its
+Groups for --only: S1 S2 S3 S4 S5 IDLE DASH PEERS PROFILE (PEERS = every peer; a group also runs the peers its
 ratios need unless --no-peers). Each measurement runs in its own fresh interpreter, one at a time (the
 machine has 2 cores): ours via `.venv/bin/python -m bench.ours`, peers via `.venv-bench/bin/python -m
 bench.peers` (that venv is created and filled here when missing: peers never enter the product's venv).
@@ -29,7 +29,7 @@ BENCH_PY = os.path.join(BENCH_VENV, "bin", "python")
 PEER_PACKAGES = ["django>=5.2,<6", "huey", "django-q2", "django-tasks-db", "django-tasks", "procrastinate",
                  "psycopg[binary,pool]"]
 PEER_IMPORTS = "import django, huey, django_q, django_tasks, django_tasks_db, procrastinate, psycopg"
-GROUPS = ("S1", "S2", "S3", "S4", "S5", "TASKS", "DASH", "PEERS", "PROFILE")
+GROUPS = ("S1", "S2", "S3", "S4", "S5", "TASKS", "IDLE", "DASH", "PEERS", "PROFILE")
 
 
 def log(msg: str) -> None:
@@ -165,6 +165,9 @@ class Bench:
             if peers:
                 self.peer("TASKS django_tasks_db 1 worker", "django_tasks_db", "s1", "--n", str(n), "--procs", "1",
                           timeout=3600)
+        if "IDLE" in only:  # idle at cap: transactions per second per worker while nothing can start
+            self.ours("IDLE ours at cap 2p x 4t", "idle", "--n", "6", "--procs", "2", "--threads", "4", "--poll", "1",
+                      repeats=1)
         if "DASH" in only:
             self.ours("DASH ours", "dash", "--runs", str(hist), "--per-run", "0", "--n", str(n), "--repeats", "5",
                       repeats=1, timeout=1200)

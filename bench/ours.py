@@ -490,6 +490,42 @@ def summarize_profile(path: str, top: int = 25) -> dict:
             "inclusive_pct": share(incl), "engine_inclusive_pct": share(engine, 30)}
 
 
+STORE_CALLS = ("complete_and_claim", "expired_leases", "heartbeat", "live_tokens", "leased_to", "hand_back",
+               "worker_seen", "register_worker", "worker_stopped", "record_event")
+
+
+def count_store_calls(path: str) -> None:
+    """Count the worker's database round trips (each store call is one transaction) into ``path``.
+
+    The file is rewritten every 0.1 s as ``<store calls> <claim transactions>``, so a scenario can
+    read the counts at the start and the end of its window.
+    """
+    import threading
+
+    from workflow.dbstore import DjangoStore
+
+    counts = [0, 0]
+    for name in STORE_CALLS:
+        original = getattr(DjangoStore, name)
+
+        def counted(self: Any, *args: Any, _original: Any = original, _name: str = name, **kw: Any) -> Any:
+            counts[0] += 1
+            if _name == "complete_and_claim" and args[1] is not None:
+                counts[1] += 1
+            return _original(self, *args, **kw)
+
+        setattr(DjangoStore, name, counted)
+
+    def write() -> None:
+        while True:
+            with open(path + ".tmp", "w") as f:
+                f.write(f"{counts[0]} {counts[1]}")
+            os.replace(path + ".tmp", path)
+            time.sleep(0.1)
+
+    threading.Thread(target=write, daemon=True).start()
+
+
 def sc_worker(a: argparse.Namespace, rest: list[str]) -> None:
     """runworkers in this process; --no-listen: no LISTEN connection, the worker only polls."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
@@ -500,9 +536,72 @@ def sc_worker(a: argparse.Namespace, rest: list[str]) -> None:
         from workflow.dbstore import DjangoStore
 
         DjangoStore.listen = lambda self, wake: None  # type: ignore[method-assign]
+    if a.count_store_calls:
+        count_store_calls(a.count_store_calls)
     from django.core.management import call_command
 
     call_command(*rest)
+
+
+def sc_idle(a: argparse.Namespace) -> dict:
+    """Idle at cap: a queue capped at 2 is full of 7 s steps and more wait; how busy are the workers?
+
+    Counts each worker's store calls (one database transaction each) and claim transactions over
+    ``--window`` seconds once the cap is full, and its CPU time from /proc. Nothing can start in
+    that window, so every transaction is overhead.
+    """
+    with Env(a.db, a.template) as env:
+        from workflow.conf import runtime
+        from workflow.engine.values import QueueConfig
+        from workflow.models import Step
+
+        runtime().configure_queue("capped", QueueConfig(max_workers=2))
+        counters = [os.path.join(env.dir, f"calls-{i}") for i in range(a.procs)]
+        workers = Workers(env, 0, a.threads)  # its stop() only; the workers, with counters, start here
+        procs, logs = [], []
+        for i, path in enumerate(counters):
+            wid = f"idle-{uuid.uuid4().hex[:6]}-{i}"
+            log_path = os.path.join(env.dir, f"{wid}.log")
+            logs.append(log_path)
+            cmd = [sys.executable, "-m", "bench.ours", "worker", "--count-store-calls", path, "--",
+                   "runworkers", "--max-workers", str(a.threads), "--poll-interval", str(a.poll), "--worker-id", wid]
+            with open(log_path, "ab") as out:
+                procs.append(subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env.vars}, stdout=out,
+                                              stderr=subprocess.STDOUT))
+        workers.procs, workers.logs = procs, logs
+        try:
+            run_id, _ = start_run("capped", a.n)
+            deadline = now() + 120
+            while Step.objects.filter(run_id=run_id, state="running").count() < 2:
+                if now() > deadline or any(p.poll() is not None for p in procs):
+                    raise RuntimeError("the capped queue never filled")
+                time.sleep(0.05)
+            time.sleep(0.5)
+
+            def read() -> list[tuple[int, int, float]]:
+                out = []
+                for p, path in zip(procs, counters, strict=True):
+                    calls, claims = (int(x) for x in open(path).read().split())
+                    with open(f"/proc/{p.pid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    out.append((calls, claims, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")))
+                return out
+
+            t0, before = now(), read()
+            time.sleep(a.window)
+            t1, after = now(), read()
+            running = Step.objects.filter(run_id=run_id, state="running").count()
+        finally:
+            stopped = workers.stop()
+        seconds = t1 - t0
+        calls = [(b[0] - a_[0]) / seconds for a_, b in zip(before, after, strict=True)]
+        claims = [(b[1] - a_[1]) / seconds for a_, b in zip(before, after, strict=True)]
+        cpu = [(b[2] - a_[2]) / seconds for a_, b in zip(before, after, strict=True)]
+        return {"scenario": "idle", "db": a.db, "procs": a.procs, "threads": a.threads, "poll_interval": a.poll,
+                "window_s": r4(seconds), "running_at_end": running,
+                "transactions_per_s_per_worker": r4(max(calls)), "claims_per_s_per_worker": r4(max(claims)),
+                "cpu_per_worker": r4(max(cpu)), **stopped,
+                "timing": "store calls (one transaction each) per second per worker while the cap is full"}
 
 
 # ------------------------------------------------------------------------------------- dashboard (issue 3)
@@ -587,12 +686,13 @@ def main(argv: list[str] | None = None) -> int:
         rest = argv[argv.index("--") + 1:] if "--" in argv else []
         ap = argparse.ArgumentParser()
         ap.add_argument("--no-listen", action="store_true")
+        ap.add_argument("--count-store-calls", metavar="PATH")
         a = ap.parse_args(argv[1: argv.index("--")] if "--" in argv else argv[1:])
         sc_worker(a, rest)
         return 0
     ap = argparse.ArgumentParser(prog="python -m bench.ours", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=["template", "s1", "s2", "s3", "s4", "wake", "dash", "profile"])
+    ap.add_argument("scenario", choices=["template", "s1", "s2", "s3", "s4", "wake", "idle", "dash", "profile"])
     ap.add_argument("--db", choices=["sqlite", "pg"], default="sqlite")
     ap.add_argument("--template", help="a migrated SQLite file to copy instead of migrating")
     ap.add_argument("--out")
@@ -609,9 +709,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jitter", type=float, default=0.1)
     ap.add_argument("--deep", type=int, default=50)
     ap.add_argument("--shape", default="s1")
+    ap.add_argument("--window", type=float, default=5.0, help="idle: seconds measured while the queue is at its cap")
     a = ap.parse_args(argv)
     a.profile = None
-    fn = {"template": sc_template, "s1": sc_s1, "s2": sc_s2, "s3": sc_s3, "s4": sc_s4, "wake": sc_wake,
+    fn = {"template": sc_template, "s1": sc_s1, "s2": sc_s2, "s3": sc_s3, "s4": sc_s4, "wake": sc_wake, "idle": sc_idle,
           "dash": sc_dash, "profile": sc_profile}[a.scenario]
     try:
         emit(fn(a))

@@ -68,7 +68,8 @@ def brief(r: dict) -> str:
         return f"ERROR {str(r['error'])[:300]}"
     bits = []
     for k in ("per_second", "seconds", "ms_per_hop", "ms_per_hop_p50", "ms_per_hop_p99", "commit_seconds",
-              "peak_rss_mb_max", "wake_ms_p50", "database_locked"):
+              "peak_rss_mb_max", "wake_ms_p50", "transactions_per_s_per_worker", "cpu_per_worker",
+              "database_locked"):
         if r.get(k) is not None:
             bits.append(f"{k}={r[k]}")
     if r.get("scenario") == "s4":
@@ -209,6 +210,13 @@ def build(results: list[dict], *, machine: dict, args: dict, seconds: float, pee
             "ours / limit (both with history)", key=f"S4 raw_sqlite limit history={hist}")
         row("S4 history", "raw sqlite3 limit: history / empty", None if not raw0 or raw1 is None else round(raw1 / raw0, 3),
             "x")
+
+    # IDLE -----------------------------------------------------------------------------------------
+    idle_tx = d.med("IDLE ours at cap 2p x 4t", "transactions_per_s_per_worker")
+    row("IDLE at cap (cap 2 full of 7 s steps, more waiting; poll 1 s)", "ours transactions/s per worker", idle_tx,
+        "tx/s", target="<= 5 tx/s", met=le(idle_tx, 5.0), key="IDLE ours at cap 2p x 4t")
+    idle_cpu = d.med("IDLE ours at cap 2p x 4t", "cpu_per_worker")
+    row("IDLE at cap (cap 2 full of 7 s steps, more waiting; poll 1 s)", "ours CPU per worker", idle_cpu, "cores")
 
     # S5 ------------------------------------------------------------------------------------------
     pg = {p: d.med(f"S5 ours pg {p}p x 1t", "per_second") for p in (1, 2, 4)}

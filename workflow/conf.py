@@ -15,6 +15,7 @@ WORKFLOW = {
     "PROJECTION_DATABASE": None,              # a DATABASES alias for projections
     "RETENTION": timedelta(days=30),          # prunewf's default age
     "DATABASE": "default",
+    "MAX_ABANDONED_THREADS": 4,               # threads stuck past a step timeout before the worker restarts
 }
 ```
 """
@@ -34,7 +35,7 @@ from .engine.values import QueueConfig, RateLimitPolicy
 _KNOWN = {
     "WORKER_ID", "MAX_WORKERS", "POLL_INTERVAL", "LEASE_DURATION", "HEARTBEAT_INTERVAL", "GRACE_PERIOD", "PREFETCH",
     "QUEUES", "ARTIFACT_STORAGE", "ARTIFACT_INLINE_LIMIT", "LOG_LIMIT_BYTES", "PROJECTION_ROOT",
-    "PROJECTION_DATABASE", "RETENTION", "DATABASE",
+    "PROJECTION_DATABASE", "RETENTION", "DATABASE", "MAX_ABANDONED_THREADS",
 }
 
 
@@ -97,6 +98,7 @@ def build_config(raw: dict[str, Any] | None = None) -> Config:
             queues=parse_queues(raw.get("QUEUES", {})),
             artifact_inline_limit=int(raw.get("ARTIFACT_INLINE_LIMIT", 256 * 1024)),
             log_limit_bytes=int(raw.get("LOG_LIMIT_BYTES", 64 * 1024)),
+            max_abandoned_threads=int(raw.get("MAX_ABANDONED_THREADS", 4)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"settings.WORKFLOW is invalid: {exc}") from exc

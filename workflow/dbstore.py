@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import (
@@ -36,7 +36,7 @@ from django.db.models import Count
 from django.utils.dateparse import parse_datetime
 
 from .engine.builder import validate_graph
-from .engine.errors import InvalidGraph, InvalidState, NotFound, RunConflict, StoreUnavailable
+from .engine.errors import InvalidGraph, InvalidState, NotFound, RunConflict, StoreConflict, StoreUnavailable
 from .engine.store import ClaimResult, WorkerInfo
 from .engine.values import (
     TERMINAL_STEP_STATES,
@@ -88,6 +88,14 @@ def _lease_token() -> str:
     return f"{time.time_ns():016x}{secrets.token_hex(8)}"
 
 
+# SQLSTATEs of a transaction the server rolled back to let another one through.
+_CONFLICT_SQLSTATES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) in _CONFLICT_SQLSTATES
+
+
 def _loads(value: Any) -> Any:
     if isinstance(value, (str, bytes, bytearray)):
         return json.loads(value)
@@ -99,7 +107,10 @@ class DjangoStore:
 
     def __init__(self, using: str = "default") -> None:
         self.using = using
+        # Queue rows known to exist; changed only once the transaction that made them commits.
         self._known_queues: set[str] = set()
+        self._capped_queues: set[str] = set()  # a hint for NOTIFY when a commit frees a slot
+        self._throttle_checked: dict[tuple[str, str], float] = {}
         self._round_robin = 0
         self._dt_memo: tuple[Any, Any] = (None, None)
         self._policies: dict[Any, RetryPolicy] = {}
@@ -144,6 +155,8 @@ class DjangoStore:
                 with conn.make_cursor(conn.create_cursor()) as cursor:
                     yield cursor
         except (OperationalError, InterfaceError) as exc:
+            if _is_conflict(exc):  # rolled back to break a deadlock: the connection is fine
+                raise StoreConflict(str(exc)) from exc
             self._reset_connection()
             raise StoreUnavailable(str(exc)) from exc
 
@@ -238,14 +251,15 @@ class DjangoStore:
             rows.append((
                 run_id, s_.id, s_.kind, s_.queue, s_.site, s_.parent_id, s_.dedup_key, _dumps(s_.input),
                 _dumps(dict(s_.metadata)), retry, str(states[s_.id]), s_.retry.max_attempts, pending[s_.id],
-                s_.priority, self._dt(s_.not_before) if s_.not_before else now_db, now_db, now_db,
+                s_.priority, s_.timeout.total_seconds() if s_.timeout is not None else None,
+                self._dt(s_.not_before) if s_.not_before else now_db, now_db, now_db,
             ))
         pks: dict[str, int] = {}
         columns = (
             "run_id, step_id, kind, queue, site, parent_step_id, dedup_key, input, metadata, retry, state,"
-            " max_attempts, pending_deps, priority, available_at, created_at, updated_at, attempt"
+            " max_attempts, pending_deps, priority, timeout_seconds, available_at, created_at, updated_at, attempt"
         )
-        row_marks = "(" + ", ".join(["%s"] * 17) + ", 0)"
+        row_marks = "(" + ", ".join(["%s"] * 18) + ", 0)"
         for chunk in _chunks(rows):
             cursor.execute(
                 f"INSERT INTO workflow_step ({columns}) VALUES {', '.join([row_marks] * len(chunk))}"
@@ -323,7 +337,12 @@ class DjangoStore:
         Queue.objects.using(self.using).bulk_create(
             [Queue(name=n, updated_at=now) for n in sorted(missing)], ignore_conflicts=True
         )
-        self._known_queues |= missing
+        self._remember_queues(missing)
+
+    def _remember_queues(self, names: set[str]) -> None:
+        """Add to the known-queues cache once the current transaction commits (never if it rolls back)."""
+        known = self._known_queues
+        transaction.on_commit(lambda: known.update(names), using=self.using)
 
     def configure_queues(self, queues: Mapping[str, QueueConfig], now: datetime, *, actor: str = "") -> None:
         with self._transaction() as cursor:
@@ -339,7 +358,7 @@ class DjangoStore:
                 row.tokens = min(row.tokens, float(row.burst)) if not created else row.tokens
                 row.updated_at = now
                 row.save(using=self.using)
-                self._known_queues.add(name)
+                self._remember_queues({name})
                 if actor:
                     self._insert_events(cursor, [self._event_row(
                         now, "queue_configured", queue=name, actor=actor,
@@ -360,16 +379,46 @@ class DjangoStore:
                 message=f"queue {name} {verb}" + (f" by {actor}" if actor else ""),
             )])
 
+    def adopt_queues(self, now: datetime) -> list[str]:
+        """Create the queue row of every queue that holds ready steps but has none; return their names.
+
+        Every insert of a step creates its queue row in the same transaction, so this finds only
+        steps stranded by older versions (or rows written by hand): an all-queues worker claims by
+        the queue table, and would otherwise never look at them. One pass over the ready-only index.
+        """
+        with self._transaction() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT queue FROM workflow_step WHERE state = 'ready'"
+                " AND queue NOT IN (SELECT name FROM workflow_queue)"
+            )
+            missing = sorted(r[0] for r in cursor.fetchall())
+            if missing:
+                Queue.objects.using(self.using).bulk_create(
+                    [Queue(name=n, updated_at=now) for n in missing], ignore_conflicts=True
+                )
+                log.warning("created queue rows for ready steps no worker saw: %s", ", ".join(missing))
+        return missing
+
     def _queue_rows(self, cursor: Any) -> dict[str, tuple[Any, ...]]:
         cursor.execute("SELECT name, max_workers, rate, per_seconds, burst, paused, tokens, refilled_at FROM workflow_queue")
         rows = {r[0]: r for r in cursor.fetchall()}
-        self._known_queues |= set(rows)
+        new = set(rows) - self._known_queues
+        if new:
+            self._remember_queues(new)
+        self._capped_queues = {name for name, r in rows.items() if r[1] is not None}
         return rows
 
     # -- claim --------------------------------------------------------------------------------
-    def _claim(self, cursor: Any, req: ClaimRequest, now: datetime) -> ClaimResult:
+    def _claim(self, cursor: Any, req: ClaimRequest, now: datetime) -> tuple[ClaimResult, list[Outcome]]:
+        """Claim up to ``req.limit`` due steps; return them and the outcomes of rows that cannot run.
+
+        Queue rows are locked in one global order (by name) whatever the rotated claim order, so
+        two claims can never wait on each other's queue rows: a deadlock there cost whole commits.
+        """
         queues = self._queue_rows(cursor)
-        names = [n for n in (req.queues or sorted(queues)) if not (n in queues and queues[n][5])]
+        wanted = list(req.queues or sorted(queues))
+        paused = [n for n in wanted if n in queues and queues[n][5]]
+        names = [n for n in wanted if n not in paused]
         if names:
             self._round_robin = (self._round_robin + 1) % len(names)
             names = names[self._round_robin :] + names[: self._round_robin]
@@ -377,35 +426,109 @@ class DjangoStore:
         claim_sql = self.claim_sql(len(sites))
         remaining = req.limit
         lease_now = self._locked_now(req, now) if not self.is_postgres else now  # SQLite: BEGIN IMMEDIATE holds the lock
+        limited_names = sorted(n for n in names if n in queues and (queues[n][1] is not None or queues[n][2] is not None))
+        # Two or more limited queues: lock them all now, in name order. A single one is locked only
+        # if the claim reaches it, so a claim filled by other queues does not wait for its row.
+        limited = self._lock_limited_queues(cursor, limited_names) if len(limited_names) > 1 else {}
         rows: list[tuple[Any, ...]] = []
         hints: list[float] = []
+        blocked: list[tuple[str, str]] = [(n, "paused") for n in paused]
+        open_names: list[str] = []  # queues that could start a step now: their due time sets the wake-up
         for name in names:
             if remaining <= 0:
-                break
+                open_names.append(name)
+                continue
             allowance = remaining
-            row = queues.get(name)
-            limited = row is not None and (row[1] is not None or row[2] is not None)
             tokens = 0.0
-            if limited:
-                allowance, tokens, hint, claim_now = self._queue_allowance(cursor, name, allowance, now, req)
+            if name in limited_names:
+                if name not in limited:
+                    limited.update(self._lock_limited_queues(cursor, [name]))
+                if name not in limited:
+                    continue  # its row was deleted meanwhile
+                allowance, tokens, hint, claim_now, reason = self._queue_allowance(
+                    cursor, limited[name], name, allowance, now, req
+                )
                 lease_now = max(lease_now, claim_now)
-                if hint is not None:
-                    hints.append(hint)
                 if allowance <= 0:
+                    blocked.append((name, reason))
+                    if hint is not None:
+                        hints.append(hint)
                     continue
+            open_names.append(name)
             cursor.execute(claim_sql, [name, self._dt(now), *sites, allowance])
             got = cursor.fetchall()
-            if limited and row is not None and row[2] is not None and got:
+            if name in limited and limited[name][1] is not None and got:
                 cursor.execute("UPDATE workflow_queue SET tokens = %s WHERE name = %s", [tokens - len(got), name])
             rows.extend(got)
             remaining -= len(got)
-        claimed = self._lease(cursor, rows, req, lease_now) if rows else ()
+        claimed, unreadable = self._lease(cursor, rows, req, lease_now) if rows else ((), [])
+        if blocked:
+            self._throttle_events(cursor, blocked, queues, now, sites)
         wake_in: float | None = 0.0
         if remaining > 0:
-            wake_in = self._next_due(cursor, names, sites, now)
+            # Only queues that can start a step now count: a due step behind a full cap, an empty
+            # bucket or a pause waits for its queue's hint, or for the poll (a worker must not spin).
+            wake_in = self._next_due(cursor, open_names, sites, now)
             if hints:
-                wake_in = min([h for h in hints] + ([wake_in] if wake_in is not None else []))
-        return ClaimResult(steps=claimed, wake_in=wake_in)
+                wake_in = min(hints + ([wake_in] if wake_in is not None else []))
+        return ClaimResult(steps=claimed, wake_in=wake_in), unreadable
+
+    def _lock_limited_queues(self, cursor: Any, names: list[str]) -> dict[str, tuple[Any, ...]]:
+        """Lock the rows of these (sorted) limited queues in one statement, in name order."""
+        if not names:
+            return {}
+        cursor.execute(
+            "SELECT name, max_workers, rate, per_seconds, burst, tokens, refilled_at FROM workflow_queue"
+            f" WHERE name IN ({_marks(len(names))}) ORDER BY name" + self._lock_suffix(),
+            names,
+        )
+        return {r[0]: r[1:] for r in cursor.fetchall()}
+
+    THROTTLE_EVENT_SECONDS = 60.0  # at most one queue_throttled event per queue and reason this often
+
+    def _throttle_events(
+        self, cursor: Any, blocked: list[tuple[str, str]], queues: Mapping[str, tuple[Any, ...]], now: datetime,
+        sites: list[str],
+    ) -> None:
+        """Write ``queue_throttled`` for queues holding back due steps, at most once a minute each.
+
+        A process-local timer keeps the check off most claims; the last such event in the database
+        decides across processes (a limited queue's row is locked here, so two claims cannot both
+        write one).
+        """
+        clock = time.monotonic()
+        events = []
+        for name, reason in blocked:
+            key = (name, reason)
+            if clock < self._throttle_checked.get(key, 0.0):
+                continue
+            self._throttle_checked[key] = clock + 5.0  # nothing waits: look again in a few seconds
+            cursor.execute(
+                "SELECT 1 FROM workflow_step WHERE state = 'ready' AND queue = %s AND available_at <= %s"
+                f" AND site IN ({_marks(len(sites))}) LIMIT 1",
+                [name, self._dt(now), *sites],
+            )
+            if cursor.fetchone() is None:
+                continue
+            self._throttle_checked[key] = clock + self.THROTTLE_EVENT_SECONDS
+            since = now - timedelta(seconds=self.THROTTLE_EVENT_SECONDS)
+            cursor.execute(
+                "SELECT payload FROM workflow_event WHERE kind = 'queue_throttled' AND queue = %s AND created_at > %s"
+                " ORDER BY id DESC LIMIT 10",
+                [name, self._dt(since)],
+            )
+            if any((_loads(p) or {}).get("reason") == reason for (p,) in cursor.fetchall()):
+                continue
+            row = queues.get(name)
+            max_workers, rate, per_seconds = (row[1], row[2], row[3]) if row else (None, None, None)
+            message = {
+                "at_cap": f"queue {name} is at its cap of {max_workers} running steps; due steps wait for a slot",
+                "rate_limited": f"queue {name} is rate limited to {rate} per {per_seconds}s; due steps wait for a token",
+                "paused": f"queue {name} is paused; due steps wait until it is resumed",
+            }[reason]
+            events.append(self._event_row(now, "queue_throttled", severity="info", queue=name, message=message,
+                                          payload={"reason": reason}))
+        self._insert_events(cursor, events)
 
     def claim_sql(self, site_count: int) -> str:
         """The claim query: oldest due ready steps of one queue, read through the ready-only index.
@@ -416,8 +539,8 @@ class DjangoStore:
         index_hint = "" if self.is_postgres else " INDEXED BY step_ready_idx"
         skip_locked = " FOR UPDATE SKIP LOCKED" if self.is_postgres else ""
         return (
-            "SELECT id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt"
-            f" FROM workflow_step{index_hint} WHERE state = 'ready' AND queue = %s AND available_at <= %s"
+            "SELECT id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt,"
+            f" timeout_seconds FROM workflow_step{index_hint} WHERE state = 'ready' AND queue = %s AND available_at <= %s"
             f" AND site IN ({_marks(site_count)}) ORDER BY priority DESC, available_at, id LIMIT %s{skip_locked}"
         )
 
@@ -430,30 +553,43 @@ class DjangoStore:
             policy = self._policies[raw] = RetryPolicy.from_json(_loads(raw))
         return policy
 
+    def _retry_policy_or_default(self, raw: Any) -> RetryPolicy:
+        """A reclaim must end even a step whose stored policy cannot be read."""
+        try:
+            return self._retry_policy(raw)
+        except Exception:
+            return RetryPolicy()
+
     @staticmethod
     def _locked_now(req: ClaimRequest, now: datetime) -> datetime:
         return max(now, req.clock()) if req.clock else now
 
     def _queue_allowance(
-        self, cursor: Any, name: str, wanted: int, now: datetime, req: ClaimRequest
-    ) -> tuple[int, float, float | None, datetime]:
-        """Lock a limited queue's row; return (steps it may start, tokens left, wake hint, claim time).
+        self, cursor: Any, row: tuple[Any, ...], name: str, wanted: int, now: datetime, req: ClaimRequest
+    ) -> tuple[int, float, float | None, datetime, str]:
+        """For a limited queue whose row we hold locked, return (steps it may start, tokens left,
+        wake hint, claim time, what limits it: ``at_cap`` or ``rate_limited``).
 
         The claim time is never earlier than the bucket's last refill: a worker that waited for
         the lock must not stamp its leases before the tokens it spends existed.
         """
-        cursor.execute(
-            "SELECT max_workers, rate, per_seconds, burst, tokens, refilled_at FROM workflow_queue WHERE name = %s"
-            + self._lock_suffix(),
-            [name],
-        )
-        max_workers, rate, per_seconds, burst, tokens, refilled_at = cursor.fetchone()
+        max_workers, rate, per_seconds, burst, tokens, refilled_at = row
         now = self._locked_now(req, now)
         allowance = wanted
         hint = None
+        reason = "at_cap"
         if max_workers is not None:
-            cursor.execute("SELECT COUNT(*) FROM workflow_step WHERE state = 'running' AND queue = %s", [name])
-            allowance = min(allowance, max_workers - cursor.fetchone()[0])
+            cursor.execute(
+                "SELECT COUNT(*), MIN(lease_expires_at) FROM workflow_step WHERE state = 'running' AND queue = %s",
+                [name],
+            )
+            running, first_expiry = cursor.fetchone()
+            allowance = min(allowance, max_workers - running)
+            if allowance <= 0:
+                # A slot frees when a step commits (its worker, or NOTIFY, wakes us) or its lease expires.
+                expiry = self._parse_dt(first_expiry)
+                seconds = (expiry - now).total_seconds() if expiry else 0.0
+                hint = seconds if seconds > 0 else 0.5
         last = self._parse_dt(refilled_at)
         if last is not None and last > now:
             now = last
@@ -464,10 +600,11 @@ class DjangoStore:
             cursor.execute(
                 "UPDATE workflow_queue SET tokens = %s, refilled_at = %s WHERE name = %s", [tokens, self._dt(now), name]
             )
-            allowance = min(allowance, int(math.floor(tokens)))
-            if tokens < 1:
+            if tokens < 1 and allowance > 0:
+                reason = "rate_limited"
                 hint = (1 - tokens) / per_second
-        return allowance, tokens, hint, now
+            allowance = min(allowance, int(math.floor(tokens)))
+        return allowance, tokens, hint, now, reason
 
     def _next_due(self, cursor: Any, names: list[str], sites: list[str], now: datetime) -> float | None:
         if not names:
@@ -482,27 +619,50 @@ class DjangoStore:
             return None
         return max((due - now).total_seconds(), 0.0)
 
-    def _lease(self, cursor: Any, rows: list[tuple[Any, ...]], req: ClaimRequest, now: datetime) -> tuple[ClaimedStep, ...]:
+    def _lease(
+        self, cursor: Any, rows: list[tuple[Any, ...]], req: ClaimRequest, now: datetime
+    ) -> tuple[tuple[ClaimedStep, ...], list[Outcome]]:
+        """Lease the claimed rows; return the runnable steps and failed outcomes for unreadable rows.
+
+        A row that cannot be turned into a ``ClaimedStep`` (a retry policy or input no code can
+        read) fails permanently with ``invalid_step``, in this transaction: one bad row must not
+        stop every claim of every worker.
+        """
         expires = now + req.lease_duration
         now_db, expires_db = self._dt(now), self._dt(expires)
         claimed: list[ClaimedStep] = []
+        unreadable: list[Outcome] = []
         step_updates, lease_rows, events = [], [], []
-        for pk, run_id, step_id, kind, queue, site, raw_input, metadata, parent, retry, attempt in rows:
+        starting = len(rows) if req.start_now is None else req.start_now
+        for pk, run_id, step_id, kind, queue, site, raw_input, metadata, parent, retry, attempt, timeout in rows:
             token = _lease_token()
             attempt += 1
-            step_updates.append((token, req.worker_id, expires_db, now_db, now_db, pk))
+            awaiting = None if len(step_updates) < starting else now_db  # the rest wait for a thread
+            step_updates.append((token, req.worker_id, expires_db, now_db, awaiting, now_db, pk))
             lease_rows.append((pk, run_id, attempt, req.worker_id, token, now_db, expires_db))
             events.append(self._event_row(now, "step_claimed", severity="debug", run_id=run_id, step_id=step_id,
                                           queue=queue, worker_id=req.worker_id, payload={"attempt": attempt}))
-            claimed.append(ClaimedStep(
-                pk=pk, run_id=run_id, step_id=step_id, kind=kind, queue=queue, site=site, input=_loads(raw_input),
-                metadata=_loads(metadata) or {}, parent_id=parent, retry=self._retry_policy(retry),
-                lease=LeaseInfo(token=token, worker_id=req.worker_id, attempt=attempt, claimed_at=now,
-                                expires_at=expires),
-            ))
+            lease = LeaseInfo(token=token, worker_id=req.worker_id, attempt=attempt, claimed_at=now, expires_at=expires)
+            try:
+                claimed.append(ClaimedStep(
+                    pk=pk, run_id=run_id, step_id=step_id, kind=kind, queue=queue, site=site,
+                    input=_loads(raw_input), metadata=_loads(metadata) or {}, parent_id=parent,
+                    retry=self._retry_policy(retry), lease=lease,
+                    timeout=None if timeout is None else timedelta(seconds=timeout),
+                ))
+            except Exception as exc:
+                log.error("unreadable step failed run=%s step=%s error=%s: %s", run_id, step_id, type(exc).__name__, exc)
+                step = ClaimedStep(pk=pk, run_id=run_id, step_id=step_id, kind=kind, queue=queue, site=site, input=None,
+                                   metadata={}, parent_id=parent, retry=RetryPolicy(max_attempts=1), lease=lease)
+                error = ErrorInfo(code="invalid_step", retryable=False,
+                                  message=f"the stored step cannot be read: {type(exc).__name__}: {exc}")
+                unreadable.append(Outcome(step=step, next_state=StepState.FAILED, error=error, started_at=now,
+                                          finished_at=now, lease_outcome="failed"))
         cursor.executemany(
             "UPDATE workflow_step SET state = 'running', attempt = attempt + 1, lease_token = %s, lease_owner = %s,"
-            " lease_expires_at = %s, started_at = COALESCE(started_at, %s), updated_at = %s WHERE id = %s",
+            " lease_expires_at = %s, started_at = COALESCE(started_at, %s), awaiting_thread_since = %s,"
+            " updated_at = %s"
+            " WHERE id = %s",
             step_updates,
         )
         cursor.executemany(
@@ -518,7 +678,7 @@ class DjangoStore:
                 f" WHERE id IN ({_marks(len(chunk))}) AND state = 'pending'",
                 [now_db, now_db, *chunk],
             )
-        return tuple(claimed)
+        return tuple(claimed), unreadable
 
     # -- commit ----------------------------------------------------------------------------
     def complete_and_claim(
@@ -528,7 +688,12 @@ class DjangoStore:
         # own steps -> dependents (sorted) -> queue rows -> run rows. So runs settle last.
         with self._transaction() as cursor:
             report, touched = self._commit(cursor, outcomes, now) if outcomes else (CommitReport(), [])
-            claimed = self._claim(cursor, claim, now) if claim else ClaimResult(steps=(), wake_in=None)
+            claimed, unreadable = self._claim(cursor, claim, now) if claim else (ClaimResult(steps=(), wake_in=None), [])
+            if unreadable:  # rows that cannot become a ClaimedStep fail alone; the claim goes on
+                failed, runs = self._commit(cursor, unreadable, now)
+                report = replace(report, committed=report.committed + failed.committed,
+                                 failed=report.failed + failed.failed, made_ready=report.made_ready + failed.made_ready)
+                touched = sorted({*touched, *runs})
             if touched:
                 report = replace(report, runs_finished=tuple(self._settle_runs(cursor, touched, now)))
         return report, claimed
@@ -614,8 +779,8 @@ class DjangoStore:
                 made_ready += self._write_products(cursor, o, now, resolved.get(o.step.lease.token))
         made_ready += self._release_dependents(cursor, valid, now)
         self._insert_events(cursor, events)
-        if made_ready:
-            self._notify(cursor)
+        if made_ready or any(o.step.queue in self._capped_queues for o in valid):
+            self._notify(cursor)  # steps became ready, or a capped queue has a free slot
         rejected = frozenset(
             o.step.lease.token for o in fenced if o.lease_outcome != "expired" and o.step.lease.token not in already
         )
@@ -908,16 +1073,24 @@ class DjangoStore:
         return [
             ClaimedStep(
                 pk=pk, run_id=run_id, step_id=step_id, kind=kind, queue=queue, site=site, input=None, metadata={},
-                parent_id=None, retry=RetryPolicy.from_json(_loads(retry)),
+                parent_id=None, retry=self._retry_policy_or_default(retry),
                 lease=LeaseInfo(token=token, worker_id=owner or "", attempt=attempt, claimed_at=now,
                                 expires_at=self._parse_dt(expires) or now),
             )
             for pk, run_id, step_id, kind, queue, site, retry, attempt, token, owner, expires in rows
         ]
 
-    def heartbeat(self, tokens: Sequence[str], now: datetime, expires_at: datetime) -> set[str]:
+    def heartbeat(
+        self, tokens: Sequence[str], now: datetime, expires_at: datetime, *, started: Sequence[str] = ()
+    ) -> set[str]:
+        """Renew live leases; ``started`` are prefetched steps whose executor has begun since."""
         live: set[str] = set()
         with self._transaction() as cursor:
+            for chunk in _chunks(sorted(started)):
+                cursor.execute(
+                    f"UPDATE workflow_step SET awaiting_thread_since = NULL WHERE lease_token IN ({_marks(len(chunk))})",
+                    list(chunk),
+                )
             for chunk in _chunks(list(tokens)):
                 cursor.execute(
                     f"UPDATE workflow_step SET lease_expires_at = %s WHERE lease_token IN ({_marks(len(chunk))})"

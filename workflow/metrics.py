@@ -541,7 +541,9 @@ def queue_figures(*, now: datetime | None = None) -> list[QueueFigures]:
                             later=Count("id", filter=Q(available_at__gt=now)),
                             oldest=Min("available_at", filter=Q(available_at__lte=now)),
                             next_due=Min("available_at", filter=Q(available_at__gt=now))))
-    running = dict(Step.objects.filter(state=StepState.RUNNING).order_by().values_list("queue")
+    # Claimed but still waiting for a thread (prefetched) is not running yet.
+    running = dict(Step.objects.filter(state=StepState.RUNNING, awaiting_thread_since__isnull=True).order_by()
+                   .values_list("queue")
                    .annotate(n=Count("id")))
     figures: dict[str, QueueFigures] = {}
 

@@ -110,6 +110,10 @@ class Step(models.Model):
     updated_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # An attempt running longer than this fails with retryable code "timeout" (null: no limit).
+    timeout_seconds = models.FloatField(null=True, blank=True)
+    # Set while a claimed (prefetched) step waits in its worker for a free thread: not running yet.
+    awaiting_thread_since = models.DateTimeField(null=True, blank=True)
 
     objects = StepQuerySet.as_manager()
 

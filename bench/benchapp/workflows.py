@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +25,10 @@ def start(run: RunBuilder, params: dict) -> None:
                             depends_on=require(prev) if prev else ())
     elif shape == "fanout":
         run.step("fanout", {"n": n}, kind="fanout", retry=NO_RETRY_DELAY)
+    elif shape == "capped":  # n long steps in the queue "capped" (the idle-at-cap scenario caps it)
+        for i in range(n):
+            run.step(f"l{i:06d}", {"seconds": float(params.get("seconds", 7))}, kind="sleep", queue="capped",
+                     retry=NO_RETRY_DELAY)
     else:
         raise ValueError(f"unknown shape {shape!r}")
 
@@ -31,6 +36,13 @@ def start(run: RunBuilder, params: dict) -> None:
 @bench.executor("noop")
 def noop(step: StepContext) -> Any:
     return None
+
+
+@bench.executor("sleep")
+def sleep(step: StepContext) -> None:
+    deadline = time.monotonic() + step.raw_input["seconds"]
+    while time.monotonic() < deadline and not step.cancelled:
+        time.sleep(0.05)
 
 
 @bench.executor("fanout")

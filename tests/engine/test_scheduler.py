@@ -250,8 +250,10 @@ def test_paused_queue__waits_and_resumes_without_loss(runtime):
     runtime.resume_queue("later", actor="ops")
     drain(runtime)
     assert runtime_state(run_id) == "succeeded"
-    assert list(Event.objects.filter(queue="later", kind__startswith="queue_").values_list("kind", "actor")) == [
-        ("queue_resumed", "ops"), ("queue_paused", "ops")]
+    assert list(Event.objects.filter(queue="later", kind__in=["queue_paused", "queue_resumed"])
+                .values_list("kind", "actor")) == [("queue_resumed", "ops"), ("queue_paused", "ops")]
+    throttled = Event.objects.get(queue="later", kind="queue_throttled")
+    assert throttled.payload == {"reason": "paused"}
 
 
 def test_site__routes_steps_to_workers_of_that_site(runtime):

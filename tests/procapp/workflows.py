@@ -29,7 +29,8 @@ def build_test_package() -> Package:
             deps = require(*spec.get("deps", ())) + after(*spec.get("optional", ()))
             retry = RetryPolicy(max_attempts=spec.get("retry", 3), initial_backoff=timedelta(0), jitter=0)
             run.step(spec["id"], spec.get("input"), kind=spec["kind"], depends_on=deps, retry=retry,
-                     queue=spec.get("queue"), dedup_key=spec.get("dedup"))
+                     queue=spec.get("queue"), dedup_key=spec.get("dedup"),
+                     **({"timeout": spec["timeout"]} if "timeout" in spec else {}))
 
     @pkg.executor("noop")
     def noop(step: StepContext) -> Any:
@@ -75,6 +76,12 @@ def build_test_package() -> Package:
         while time.monotonic() < deadline and not step.cancelled:
             time.sleep(0.01)
         return {"cancelled": step.cancelled}
+
+    @pkg.executor("hang")
+    def hang(step: StepContext, params: Pause) -> dict:
+        # Ignores cancellation, as a call stuck in a C library or a socket would.
+        time.sleep(params.seconds)
+        return {"slept": params.seconds}
 
     @pkg.executor("fanout")
     def fanout(step: StepContext) -> dict:

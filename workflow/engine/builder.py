@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import typed
 from .errors import InvalidGraph, InvalidInput, UnknownKind
-from .registry import Registry
+from .registry import Registry, as_timeout
 from .values import Dependency, RetryPolicy, StepHandle, StepSpec
 
 MAX_ID_LENGTH = 255
@@ -68,6 +68,7 @@ def build_spec(
     parent: StepHandle | str | None = None,
     priority: int = 0,
     not_before: datetime | None = None,
+    timeout: timedelta | float | None = None,
 ) -> StepSpec:
     """Check one step's options and return its spec; the one path for ``step`` and ``emit``."""
     check_id("step id", step_id)
@@ -84,6 +85,10 @@ def build_spec(
         raise InvalidInput(f"step {step_id!r}: priority must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}, got {priority!r}")
     if not_before is not None and (not isinstance(not_before, datetime) or not_before.tzinfo is None):
         raise InvalidInput(f"step {step_id!r}: not_before must be an aware datetime, got {not_before!r}")
+    try:
+        step_timeout = as_timeout(timeout) if timeout is not None else executor.timeout
+    except ValueError as exc:
+        raise InvalidInput(f"step {step_id!r}: {exc}") from exc
     deps = _dependencies(depends_on)
     seen: set[str] = set()
     for dep in deps:
@@ -105,6 +110,7 @@ def build_spec(
         parent_id=parent.id if isinstance(parent, StepHandle) else parent,
         priority=priority,
         not_before=not_before,
+        timeout=step_timeout,
     )
 
 

@@ -87,3 +87,10 @@ class ConfigurationError(WorkflowError):
 
 class StoreUnavailable(WorkflowError):
     """The database could not be reached; the caller backs off and tries again, losing nothing."""
+
+
+class StoreConflict(StoreUnavailable):
+    """The database rolled the transaction back to break a deadlock or a serialization race.
+
+    The connection is fine: the caller retries at once (after a short jitter), losing nothing.
+    """

@@ -6,6 +6,7 @@ import inspect
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import typed
@@ -19,6 +20,18 @@ if TYPE_CHECKING:
 
 EntrypointFunc = Callable[..., None]
 ExecutorFunc = Callable[..., Any]
+
+
+def as_timeout(value: timedelta | float | None) -> timedelta | None:
+    """A step timeout from a timedelta or seconds; it must be positive (None: no timeout)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
+        raise ValueError(f"timeout must be a timedelta or a number of seconds, got {value!r}")
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not 0 < seconds < 10**9:  # also refuses NaN and infinity
+        raise ValueError(f"timeout must be a positive duration, got {value!r}")
+    return timedelta(seconds=seconds)
 
 
 def _input_type(func: Callable[..., Any], what: str) -> Any:
@@ -41,6 +54,7 @@ class Executor:
     package: str | None = None
     queue: str | None = None  # default queue for steps of this kind
     retry: RetryPolicy | None = None  # default retry policy for steps of this kind
+    timeout: timedelta | None = None  # default attempt timeout for steps of this kind
 
     @classmethod
     def from_function(cls, kind: str, func: ExecutorFunc, **defaults: Any) -> Executor:
@@ -92,14 +106,23 @@ class Package:
         return func
 
     def executor(
-        self, kind: str, *, queue: str | None = None, retry: RetryPolicy | None = None
+        self, kind: str, *, queue: str | None = None, retry: RetryPolicy | None = None,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[ExecutorFunc], ExecutorFunc]:
-        """Register the decorated function as the executor for ``kind``."""
+        """Register the decorated function as the executor for ``kind``.
+
+        ``timeout`` (a timedelta or seconds) is the default attempt timeout of its steps.
+        """
+        try:
+            default_timeout = as_timeout(timeout)
+        except ValueError as exc:
+            raise ConfigurationError(f"executor {kind!r}: {exc}") from exc
 
         def register(func: ExecutorFunc) -> ExecutorFunc:
             if kind in self.executors:
                 raise ConfigurationError(f"package {self.name!r} already has an executor for kind {kind!r}")
-            self.executors[kind] = Executor.from_function(kind, func, package=self.name, queue=queue, retry=retry)
+            self.executors[kind] = Executor.from_function(kind, func, package=self.name, queue=queue, retry=retry,
+                                                          timeout=default_timeout)
             return func
 
         return register

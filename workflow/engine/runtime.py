@@ -61,6 +61,9 @@ class Config:
     queues: Mapping[str, QueueConfig] = field(default_factory=dict)
     artifact_inline_limit: int = 256 * 1024
     log_limit_bytes: int = 64 * 1024
+    # Threads stuck in executors past their step timeout a worker may hold before it drains and
+    # exits non-zero, so its supervisor starts a fresh process.
+    max_abandoned_threads: int = 4
 
     def __post_init__(self) -> None:
         if self.max_workers < 1:
@@ -71,6 +74,8 @@ class Config:
             raise ConfigurationError("HEARTBEAT_INTERVAL must be shorter than LEASE_DURATION, or leases expire under a live worker")
         if self.poll_interval <= timedelta(0):
             raise ConfigurationError("POLL_INTERVAL must be positive")
+        if self.max_abandoned_threads < 0:
+            raise ConfigurationError(f"MAX_ABANDONED_THREADS must not be negative, got {self.max_abandoned_threads}")
 
     @property
     def effective_heartbeat(self) -> timedelta:

@@ -8,18 +8,20 @@ a commit is claimed by the same worker at once, without waiting for a poll.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
+import random
 import socket
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .context import install_log_capture
-from .errors import StoreUnavailable
+from .errors import StoreConflict, StoreUnavailable
 from .store import ClaimResult, WorkerInfo
 from .values import ClaimedStep, ClaimRequest, CommitReport, CycleResult, ErrorInfo, Outcome, StepState
 
@@ -54,6 +56,12 @@ class CancelFlag:
 class _Running:
     step: ClaimedStep
     cancelled: CancelFlag = field(default_factory=CancelFlag)
+    started: float | None = None  # monotonic time its executor began (set by the pool thread)
+    started_at: datetime | None = None
+    shown_executing: bool = True  # the store knows it started (false for a prefetched step until a heartbeat)
+    finished: bool = False  # the pool thread handed in its outcome
+    timed_out: bool = False  # the loop gave up on it: a late outcome is dropped
+    thread: threading.Thread | None = None
 
 
 class Scheduler:
@@ -91,9 +99,14 @@ class Scheduler:
         self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._thread_count = 0
         self._in_flight: dict[str, _Running] = {}
         self._stopping = threading.Event()
         self._abandoning = threading.Event()
+        self._pool_lock = threading.Lock()  # a step's outcome against its timeout
+        self._abandoned_threads = 0  # pool threads stuck in an executor past its timeout
+        self.max_abandoned_threads = config.max_abandoned_threads
+        self.exit_reason: str | None = None  # set when the worker stopped itself because it is unhealthy
         self.totals = CycleResult()
         install_log_capture()
 
@@ -125,7 +138,8 @@ class Scheduler:
             outcomes: list[Outcome] = []
             next_beat = time.monotonic() + self.heartbeat_seconds
             while len(outcomes) < len(claimed.steps):
-                outcomes.extend(self._collect(min(self.heartbeat_seconds, 1.0)))
+                outcomes.extend(self._collect(min(self.heartbeat_seconds, 1.0, self._next_timeout_in())))
+                outcomes.extend(self._time_out_overdue())
                 if time.monotonic() >= next_beat:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.heartbeat_seconds
@@ -158,7 +172,7 @@ class Scheduler:
         outcomes: list[Outcome] = []
         wake_in: float | None = 0.0
         cycles = 0
-        next_reclaim = next_beat = next_check = 0.0
+        next_reclaim = next_beat = next_check = next_adopt = 0.0
         hooks_due = [0.0] * len(self.runtime.periodic_hooks)
         stop_deadline: float | None = None
         failures = 0
@@ -169,11 +183,15 @@ class Scheduler:
                     timeout = self.poll_seconds if wake_in is None else min(max(wake_in, 0.0), self.poll_seconds)
                     if free <= 0 or self._stopping.is_set():
                         timeout = min(self.poll_seconds, 0.5)
+                    if self._in_flight:  # heartbeats, cancellation checks and timeouts keep their own time
+                        due = min(next_beat, next_check) - time.monotonic()
+                        timeout = min(timeout, max(due, 0.0), self._next_timeout_in())
                     outcomes.extend(self._collect(timeout))
                 else:
                     outcomes.extend(self._collect(0))
                 if self._abandoning.is_set():
                     break
+                outcomes.extend(self._time_out_overdue())
                 clock = time.monotonic()
                 if self._stopping.is_set() and stop_deadline is None:
                     stop_deadline = clock + self.grace_seconds
@@ -183,6 +201,9 @@ class Scheduler:
                     self.totals.reclaimed += self._reclaim()
                     next_reclaim = clock + min(self.heartbeat_seconds, 5.0)
                 self._run_periodic_hooks(clock, hooks_due)
+                if clock >= next_adopt and self.queues is None:  # an all-queues worker sees every queue
+                    self._call_store(lambda: self.store.adopt_queues(self.runtime.clock()))
+                    next_adopt = clock + 60.0
                 if clock >= next_beat:
                     self._heartbeat()
                     next_beat = clock + self.heartbeat_seconds
@@ -195,6 +216,14 @@ class Scheduler:
                         report, claimed = self._commit_and_claim(outcomes, limit)
                     else:  # full, or stopping, with nothing finished: no transaction to open
                         report, claimed = CommitReport(), ClaimResult(steps=(), wake_in=0.0)
+                except StoreConflict as exc:
+                    # The database broke a deadlock by rolling this transaction back: retry it soon.
+                    failures += 1
+                    delay = random.uniform(0.005, 0.05) * min(failures, 10)
+                    log.warning("deadlock detected worker=%s retry_in=%.3fs error=%s", self.worker_id, delay,
+                                str(exc).splitlines()[0] if str(exc) else "")
+                    time.sleep(delay)
+                    continue
                 except StoreUnavailable as exc:
                     failures += 1
                     delay = min(0.1 * 2**failures, 10.0)
@@ -236,12 +265,13 @@ class Scheduler:
     def capacity(self) -> int:
         """Threads plus prefetch: short steps are claimed in batches so commits batch too.
 
-        Long steps prefetch little, so they are not hoarded from other workers.
+        Only steps known to be short are prefetched: a long step claimed beyond the free threads
+        would wait here while another worker sits idle.
         """
         if self._fixed_prefetch:
             return self.max_workers + self._fixed_prefetch
         short = self._avg_exec_seconds < 0.005
-        return self.max_workers + (max(64, self.max_workers) if short else self.max_workers)
+        return self.max_workers + (max(64, self.max_workers) if short else 0)
 
     def _learn(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
@@ -260,6 +290,7 @@ class Scheduler:
                 queues=self.queues,
                 site=self.site,
                 clock=self.runtime.clock,
+                start_now=max(0, self.max_workers - (len(self._in_flight) - len(outcomes))),
             )
         try:
             report, claimed = self.store.complete_and_claim(outcomes, request, self.runtime.clock())
@@ -321,10 +352,61 @@ class Scheduler:
                  step.step_id, step.kind, step.attempt, duration, self.worker_id, extra)
 
     def _dispatch(self, steps: Sequence[ClaimedStep]) -> None:
-        for step in steps:
-            running = _Running(step)
+        # The store marked the first ``free`` of them executing; the rest wait for a thread.
+        free = max(0, self.max_workers - len(self._in_flight))
+        for n, step in enumerate(steps):
+            running = _Running(step, shown_executing=n < free)
             self._in_flight[step.lease.token] = running
             self._jobs.put(running)
+
+    # -- timeouts ----------------------------------------------------------------------------
+    def _next_timeout_in(self) -> float:
+        """Seconds until the first running step may pass its timeout (inf: none has one)."""
+        now = time.monotonic()
+        first = math.inf
+        for running in self._in_flight.values():
+            limit = running.step.timeout
+            if limit is not None and not running.timed_out:
+                began = running.started if running.started is not None else now
+                first = min(first, began + limit.total_seconds() - now)
+        return max(first, 0.0)
+
+    def _time_out_overdue(self) -> list[Outcome]:
+        """Fail attempts past their timeout; abandon and replace the threads stuck in them.
+
+        The attempt's outcome is a retryable ``timeout`` committed now (freeing the queue slot);
+        ``step.cancelled`` turns true so cooperative code stops; a late return is dropped.
+        """
+        now = time.monotonic()
+        outcomes: list[Outcome] = []
+        for running in list(self._in_flight.values()):
+            limit = running.step.timeout
+            if limit is None or running.started is None or running.timed_out:
+                continue
+            if now - running.started < limit.total_seconds():
+                continue
+            with self._pool_lock:
+                if running.finished:
+                    continue  # its outcome is already on the way
+                running.timed_out = True
+                self._abandoned_threads += 1
+                abandoned = self._abandoned_threads
+                if running.thread in self._threads:
+                    self._threads.remove(running.thread)  # not joined at shutdown: it is stuck
+            running.cancelled.set()
+            step = running.step
+            error = ErrorInfo(code="timeout", retryable=True,
+                              message=f"attempt {step.attempt} ran longer than its timeout of {limit.total_seconds():g}s")
+            outcomes.append(self.runtime.failure(step, error, started_at=running.started_at, finished_at=self.runtime.clock()))
+            log.warning("step timed out run=%s step=%s attempt=%d timeout=%.3gs abandoned_threads=%d worker=%s",
+                        step.run_id, step.step_id, step.attempt, limit.total_seconds(), abandoned, self.worker_id)
+            self._add_thread()  # the stuck one keeps its executor; the pool keeps its size
+            if abandoned > self.max_abandoned_threads and self.exit_reason is None:
+                self.exit_reason = (f"{abandoned} executor threads are stuck past their step timeouts"
+                                    f" (more than MAX_ABANDONED_THREADS={self.max_abandoned_threads})")
+                log.error("worker draining: %s worker=%s", self.exit_reason, self.worker_id)
+                self.stop()
+        return outcomes
 
     def _collect(self, timeout: float) -> list[Outcome]:
         """Wait up to ``timeout`` for the first finished step, then take whatever else is done."""
@@ -380,13 +462,21 @@ class Scheduler:
 
     def _heartbeat(self) -> None:
         now = self.runtime.clock()
-        self._call_store(lambda: self.store.worker_seen(self.worker_id, len(self._in_flight), now))
+        executing = sum(1 for r in self._in_flight.values() if r.started is not None)
+        self._call_store(lambda: self.store.worker_seen(self.worker_id, executing, now))
         if not self._in_flight:
             return
         tokens = list(self._in_flight)
-        live = self._call_store(lambda: self.store.heartbeat(tokens, now, now + self.lease_duration))
+        started = [
+            token for token, running in self._in_flight.items()
+            if not running.shown_executing and running.started is not None
+        ]
+        live = self._call_store(lambda: self.store.heartbeat(tokens, now, now + self.lease_duration,
+                                                             started=started))
         if live is not None:
             self._mark_lost(tokens, live)
+            for token in started:
+                self._in_flight[token].shown_executing = True
 
     def _check_cancellations(self) -> None:
         tokens = list(self._in_flight)
@@ -437,10 +527,14 @@ class Scheduler:
     def _start_pool(self) -> None:
         if self._threads:
             return
-        for n in range(self.max_workers):
-            thread = threading.Thread(target=self._work, name=f"workflow-executor-{n}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for _ in range(self.max_workers):
+            self._add_thread()
+
+    def _add_thread(self) -> None:
+        self._thread_count += 1
+        thread = threading.Thread(target=self._work, name=f"workflow-executor-{self._thread_count}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def _stop_pool(self) -> None:
         for _ in self._threads:
@@ -458,10 +552,25 @@ class Scheduler:
             assert isinstance(item, _Running)
             if item.cancelled.is_set():
                 continue  # handed back before it started
+            item.thread = threading.current_thread()
+            item.started_at = self.runtime.clock()
+            item.started = time.monotonic()
             try:
                 outcome = self.runtime.execute(item.step, item.cancelled)
             except BaseException as exc:  # execute() catches executor errors; this is a bug guard
                 log.exception("executor wrapper crashed run=%s step=%s", item.step.run_id, item.step.step_id)
                 error = ErrorInfo(code="worker_error", message=repr(exc), retryable=True)
                 outcome = self.runtime.failure(item.step, error)
+            with self._pool_lock:
+                late = item.timed_out
+                if late:
+                    self._abandoned_threads -= 1
+                else:
+                    item.finished = True
+            if late:
+                # Its timeout was committed already; this thread was replaced, so it ends here.
+                self.runtime.discard_blobs(outcome.artifacts)
+                log.info("late return of a timed-out step dropped run=%s step=%s attempt=%d", item.step.run_id,
+                         item.step.step_id, item.step.attempt)
+                return
             self._done.put(outcome)

@@ -194,6 +194,7 @@ class StepSpec:
     parent_id: str | None = None
     priority: int = 0  # claims take the highest first, then the earliest available
     not_before: datetime | None = None  # not claimable before this instant (``run_after``)
+    timeout: timedelta | None = None  # an attempt running longer fails with retryable code "timeout"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -290,6 +291,7 @@ class ClaimedStep:
     parent_id: str | None
     retry: RetryPolicy
     lease: LeaseInfo
+    timeout: timedelta | None = None
 
     @property
     def attempt(self) -> int:
@@ -372,6 +374,8 @@ class ClaimRequest:
     # Read again once the claim holds its locks, so lease start times are never earlier than
     # the releases that made room for them (queue caps are then provable from the lease rows).
     clock: Callable[[], datetime] | None = None
+    # How many of the claimed steps start at once (free threads); the rest wait, not shown running.
+    start_now: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

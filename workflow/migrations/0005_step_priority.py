@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflow', '0003_step_parent_index'),
+        ('workflow', '0004_step_timeout'),
     ]
 
     operations = [

@@ -67,3 +67,5 @@ class Command(BaseCommand):
                 f"claimed={totals.claimed} succeeded={totals.succeeded} retried={totals.retried} "
                 f"failed={totals.failed} discarded={totals.discarded} reclaimed={totals.reclaimed}"
             )
+        if workers.scheduler.exit_reason:  # unhealthy: exit non-zero so a supervisor starts a fresh process
+            raise CommandError(f"worker stopped itself: {workers.scheduler.exit_reason}")
