@@ -98,14 +98,17 @@ def build_spec(
     if parent is not None and not isinstance(parent, StepHandle):
         check_id("parent", parent, field="parent", step=step_id)
     meta = check_metadata("metadata", metadata, step=step_id)
-    deps = _dependencies(depends_on)
-    seen: set[str] = set()
-    for dep in deps:
+    # One edge per step: handles deduplicated to the same step (same dedup key) may be listed
+    # twice, and an edge is required if any listing of it is.
+    merged: dict[str, Dependency] = {}
+    for dep in _dependencies(depends_on):
+        check_id("dependency", dep.step_id, field="depends_on", step=step_id)
         if dep.step_id == step_id:
             raise InvalidGraph(f"step {step_id!r} depends on itself")
-        if dep.step_id in seen:
-            raise InvalidGraph(f"step {step_id!r} lists dependency {dep.step_id!r} twice")
-        seen.add(dep.step_id)
+        seen = merged.get(dep.step_id)
+        if seen is None or (dep.required and not seen.required):
+            merged[dep.step_id] = dep
+    deps = tuple(merged.values())
     return StepSpec(
         id=step_id,
         kind=kind,

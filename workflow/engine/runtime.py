@@ -283,6 +283,8 @@ class Runtime:
             error = ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable, details=_details(exc))
         except UnknownKind as exc:
             error = ErrorInfo(code="unknown_kind", message=str(exc), retryable=False)
+        except InvalidGraph as exc:  # an emit that would break the run's graph: retrying cannot help
+            error = ErrorInfo(code="invalid_graph", message=str(exc), retryable=False)
         except InvalidInput as exc:
             code = "invalid_input" if ctx is None else "invalid_output"
             error = ErrorInfo(code=code, message=str(exc), retryable=False)
