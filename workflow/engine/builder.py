@@ -28,7 +28,8 @@ def to_json_value(what: str, value: Any, *, field: str | None = None, step: str 
     field = field or what.split(" ")[0]
     where = f"step {step!r}: " if step else ""
     try:
-        data = json.loads(json.dumps(typed.encode(value), allow_nan=False))
+        text = json.dumps(typed.encode(value), allow_nan=False)
+        data = json.loads(text)
     except RecursionError:
         raise InvalidInput(
             f"{where}{what} is nested deeper than {validation.MAX_JSON_DEPTH} levels (or refers to itself)",
@@ -36,7 +37,7 @@ def to_json_value(what: str, value: Any, *, field: str | None = None, step: str 
         ) from None
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{where}{what} is not JSON-serialisable: {exc}", field=field, step=step) from exc
-    return validation.check_json(data, label=what, field=field, step=step)
+    return validation.check_json_text(text, data, label=what, field=field, step=step)
 
 
 def check_metadata(what: str, metadata: Mapping[str, str] | None, *, step: str | None = None) -> dict[str, str]:
@@ -47,7 +48,8 @@ def check_metadata(what: str, metadata: Mapping[str, str] | None, *, step: str |
         if not isinstance(key, str) or not isinstance(value, str):
             raise InvalidInput(f"{where}{what} must map strings to strings, got {key!r}: {value!r}",
                                field="metadata", step=step)
-    validation.check_json(meta, label=what, field="metadata", step=step)
+    if meta:
+        validation.check_json(meta, label=what, field="metadata", step=step)
     return meta
 
 
