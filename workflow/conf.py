@@ -100,12 +100,46 @@ def build_config(raw: dict[str, Any] | None = None) -> Config:
             log_limit_bytes=int(raw.get("LOG_LIMIT_BYTES", 64 * 1024)),
             max_abandoned_threads=int(raw.get("MAX_ABANDONED_THREADS", 4)),
         )
-    except (TypeError, ValueError) as exc:
+    except ConfigurationError as exc:
+        if str(exc).startswith("settings.WORKFLOW"):
+            raise
+        raise ConfigurationError(f"settings.WORKFLOW: {exc}", field=exc.field, problem=exc.problem) from None
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigurationError(f"settings.WORKFLOW is invalid: {exc}") from exc
 
 
 def retention() -> timedelta:
-    return _duration("RETENTION", workflow_settings().get("RETENTION"), timedelta(days=30))  # type: ignore[return-value]
+    value = _duration("RETENTION", workflow_settings().get("RETENTION"), timedelta(days=30))
+    if value is None or value <= timedelta(0):
+        raise ConfigurationError(f"settings.WORKFLOW['RETENTION'] must be a positive duration, got {value!r}",
+                                 field="retention")
+    return value
+
+
+def artifact_storage_alias() -> str | None:
+    """The ``STORAGES`` alias artifacts go to (None: no external store); refuses an unknown alias."""
+    storages = getattr(settings, "STORAGES", {}) or {}
+    default = "artifacts" if "artifacts" in storages else "default"
+    alias = workflow_settings().get("ARTIFACT_STORAGE", default)
+    if alias is not None and alias not in storages:
+        known = ", ".join(sorted(storages)) or "none"
+        raise ConfigurationError(
+            f"settings.WORKFLOW['ARTIFACT_STORAGE'] is {alias!r}, which is not a settings.STORAGES alias "
+            f"(defined: {known}); add it to STORAGES or set ARTIFACT_STORAGE to None",
+            field="artifact_storage",
+        )
+    return alias
+
+
+def database_aliases() -> None:
+    """Refuse ``DATABASE`` or ``PROJECTION_DATABASE`` naming an alias ``settings.DATABASES`` lacks."""
+    raw = workflow_settings()
+    for key in ("DATABASE", "PROJECTION_DATABASE"):
+        alias = raw.get(key)
+        if alias and alias not in settings.DATABASES:
+            raise ConfigurationError(
+                f"settings.WORKFLOW[{key!r}] is {alias!r}, which is not a settings.DATABASES alias", field=key.lower()
+            )
 
 
 def artifact_store() -> Any:
@@ -113,8 +147,7 @@ def artifact_store() -> Any:
 
     from .artifacts import StorageArtifactStore
 
-    default = "artifacts" if "artifacts" in getattr(settings, "STORAGES", {}) else "default"
-    alias = workflow_settings().get("ARTIFACT_STORAGE", default)
+    alias = artifact_storage_alias()
     if alias is None:
         return None
     return StorageArtifactStore(storages[alias])

@@ -310,10 +310,11 @@ class DjangoStore:
         step = Step.objects.using(self.using).filter(run_id=run_id, step_id=step_id).first()
         if step is None:
             return None
+        emitted = Step.objects.using(self.using).filter(run_id=run_id, parent_step_id=step_id).order_by("id")
         return StepResult(
             run_id=run_id, step_id=step_id, state=StepState(step.state), data=step.result,
             error=ErrorInfo.from_json(step.error) if step.error else None, attempt=step.attempt,
-            finished_at=step.finished_at,
+            finished_at=step.finished_at, emitted=tuple(emitted.values_list("step_id", flat=True)),
         )
 
     def get_record(self, collection: str, key: str) -> RecordInfo | None:
@@ -1172,8 +1173,14 @@ class DjangoStore:
                 raise InvalidState(f"step {step_id!r} is {step.state}; only a failed step can be retried")
             if run.state == RunState.CANCELED:
                 raise InvalidState(f"run {run_id!r} is canceled; its steps cannot be retried")
+            # The budget resets, the numbering does not: the next lease is attempt N+1, and the
+            # policy (read by every claim) now allows its own max_attempts more from here.
+            policy = dict(step.retry or {})
+            budget = int(policy.get("budget", policy.get("max_attempts", step.max_attempts)))
+            policy.update(budget=budget, max_attempts=step.attempt + budget)
             Step.objects.using(self.using).filter(pk=step.pk, state=StepState.FAILED).update(
-                state=StepState.READY, attempt=0, available_at=now, finished_at=None, updated_at=now,
+                state=StepState.READY, max_attempts=step.attempt + budget, retry=policy, available_at=now,
+                started_at=None, finished_at=None, updated_at=now,
             )
             if run.state != RunState.RUNNING:
                 Run.objects.using(self.using).filter(pk=run_id).update(
@@ -1183,7 +1190,8 @@ class DjangoStore:
             self._insert_events(cursor, [self._event_row(
                 now, "step_retried", severity="info", run_id=run_id, step_id=step_id, queue=step.queue, actor=actor,
                 message=f"retried by {actor}" if actor else "retried",
-                payload={"previous_error": step.error_code},
+                payload={"previous_error": step.error_code, "next_attempt": step.attempt + 1,
+                         "max_attempts": step.attempt + budget},
             )])
 
     def cancel_run(self, run_id: str, *, actor: str, now: datetime) -> int:

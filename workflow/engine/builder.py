@@ -7,32 +7,52 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import typed
+from . import typed, validation
 from .errors import InvalidGraph, InvalidInput, UnknownKind
 from .registry import Registry, as_timeout
+from .validation import MAX_DEDUP_KEY_LENGTH, MAX_SITE_LENGTH, MAX_STEP_ID_LENGTH
 from .values import Dependency, RetryPolicy, StepHandle, StepSpec
 
-MAX_ID_LENGTH = 255
+MAX_ID_LENGTH = MAX_STEP_ID_LENGTH
 MIN_PRIORITY, MAX_PRIORITY = -100, 100  # Django's task priorities
-_ID_FORBIDDEN = set("\x00\r\n\t")
 
 
-def check_id(what: str, value: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(f"{what} must be a non-empty string, got {value!r}")
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidInput(f"{what} {value[:40]!r}... is longer than {MAX_ID_LENGTH} characters")
-    if _ID_FORBIDDEN & set(value):
-        raise InvalidInput(f"{what} {value!r} contains a control character")
-    return value
+def check_id(
+    what: str, value: str, *, field: str | None = None, step: str | None = None, max_length: int = MAX_ID_LENGTH
+) -> str:
+    """Check an id or key named ``what`` in messages; see ``validation.check_id``."""
+    return validation.check_id(value, label=what, field=field or what.replace(" ", "_"), step=step,
+                               max_length=max_length)
 
 
-def to_json_value(what: str, value: Any) -> Any:
-    """Return ``value`` as plain JSON data, or raise ``InvalidInput`` naming ``what``."""
+def to_json_value(what: str, value: Any, *, field: str | None = None, step: str | None = None) -> Any:
+    """Return ``value`` as plain JSON data the databases accept, or raise ``InvalidInput`` naming ``what``."""
+    field = field or what.split(" ")[0]
+    where = f"step {step!r}: " if step else ""
     try:
-        return json.loads(json.dumps(typed.encode(value), allow_nan=False))
+        text = json.dumps(typed.encode(value), allow_nan=False)
+        data = json.loads(text)
+    except RecursionError:
+        raise InvalidInput(
+            f"{where}{what} is nested deeper than {validation.MAX_JSON_DEPTH} levels (or refers to itself)",
+            field=field, step=step,
+        ) from None
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"{what} is not JSON-serialisable: {exc}") from exc
+        raise InvalidInput(f"{where}{what} is not JSON-serialisable: {exc}", field=field, step=step) from exc
+    return validation.check_json_text(text, data, label=what, field=field, step=step)
+
+
+def check_metadata(what: str, metadata: Mapping[str, str] | None, *, step: str | None = None) -> dict[str, str]:
+    """Return ``metadata`` as a dict of strings to strings the databases accept."""
+    meta = dict(metadata or {})
+    where = f"step {step!r}: " if step else ""
+    for key, value in meta.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidInput(f"{where}{what} must map strings to strings, got {key!r}: {value!r}",
+                               field="metadata", step=step)
+    if meta:
+        validation.check_json(meta, label=what, field="metadata", step=step)
+    return meta
 
 
 def _dependencies(depends_on: Dependency | StepHandle | str | Iterable[Any] | None) -> tuple[Dependency, ...]:
@@ -71,37 +91,46 @@ def build_spec(
     timeout: timedelta | float | None = None,
 ) -> StepSpec:
     """Check one step's options and return its spec; the one path for ``step`` and ``emit``."""
-    check_id("step id", step_id)
+    check_id("step id", step_id, field="id", step=step_id if isinstance(step_id, str) else None)
     if not registry.has_kind(kind):
         raise UnknownKind(f"step {step_id!r}: no executor is registered for kind {kind!r}")
     executor = registry.executor(kind)
     if dedup_key is not None:
-        check_id(f"step {step_id!r}: dedup key", dedup_key)
-    meta = dict(metadata or {})
-    for key, value in meta.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise InvalidInput(f"step {step_id!r}: metadata must map strings to strings, got {key!r}: {value!r}")
+        check_id("dedup key", dedup_key, field="dedup_key", step=step_id, max_length=MAX_DEDUP_KEY_LENGTH)
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise InvalidInput(f"step {step_id!r}: retry must be a RetryPolicy, got {type(retry).__name__}",
+                           field="retry", step=step_id)
+    if site:
+        validation.check_text(site, label="site", field="site", step=step_id, max_length=MAX_SITE_LENGTH)
+    if parent is not None and not isinstance(parent, StepHandle):
+        check_id("parent", parent, field="parent", step=step_id)
+    meta = check_metadata("metadata", metadata, step=step_id)
     if isinstance(priority, bool) or not isinstance(priority, int) or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-        raise InvalidInput(f"step {step_id!r}: priority must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}, got {priority!r}")
+        raise InvalidInput(f"step {step_id!r}: priority must be a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}, "
+                           f"got {priority!r}", field="priority", step=step_id)
     if not_before is not None and (not isinstance(not_before, datetime) or not_before.tzinfo is None):
-        raise InvalidInput(f"step {step_id!r}: not_before must be an aware datetime, got {not_before!r}")
+        raise InvalidInput(f"step {step_id!r}: not_before must be an aware datetime, got {not_before!r}",
+                           field="not_before", step=step_id)
     try:
         step_timeout = as_timeout(timeout) if timeout is not None else executor.timeout
     except ValueError as exc:
-        raise InvalidInput(f"step {step_id!r}: {exc}") from exc
-    deps = _dependencies(depends_on)
-    seen: set[str] = set()
-    for dep in deps:
+        raise InvalidInput(f"step {step_id!r}: {exc}", field="timeout", step=step_id) from exc
+    # One edge per step: handles deduplicated to the same step (same dedup key) may be listed
+    # twice, and an edge is required if any listing of it is.
+    merged: dict[str, Dependency] = {}
+    for dep in _dependencies(depends_on):
+        check_id("dependency", dep.step_id, field="depends_on", step=step_id)
         if dep.step_id == step_id:
             raise InvalidGraph(f"step {step_id!r} depends on itself")
-        if dep.step_id in seen:
-            raise InvalidGraph(f"step {step_id!r} lists dependency {dep.step_id!r} twice")
-        seen.add(dep.step_id)
+        seen = merged.get(dep.step_id)
+        if seen is None or (dep.required and not seen.required):
+            merged[dep.step_id] = dep
+    deps = tuple(merged.values())
     return StepSpec(
         id=step_id,
         kind=kind,
-        input=to_json_value(f"input of step {step_id!r}", input),
-        queue=check_id(f"step {step_id!r}: queue", queue or executor.queue or "default"),
+        input=to_json_value("input", input, field="input", step=step_id),
+        queue=validation.check_queue_name(queue or executor.queue or "default", step=step_id),
         site=site or "",
         dedup_key=dedup_key,
         depends_on=deps,
@@ -156,6 +185,10 @@ def validate_graph(steps: Sequence[StepSpec], *, existing: Collection[str] = ())
                 path.pop()
 
 
+def check_run_name(name: str) -> str:
+    return validation.check_text(name, label="run name", field="name", max_length=validation.MAX_RUN_NAME_LENGTH)
+
+
 class RunBuilder:
     """Builds a run's first steps; the package entrypoint receives one."""
 
@@ -181,10 +214,11 @@ class RunBuilder:
         return StepHandle(spec.id)
 
     def set_name(self, name: str) -> None:
-        self.name = name
+        self.name = check_run_name(name)
 
     def set_metadata(self, key: str, value: str) -> None:
         self.metadata[key] = value
+        check_metadata("run metadata", self.metadata)
 
     @property
     def steps(self) -> list[StepSpec]:

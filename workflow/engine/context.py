@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from .builder import build_spec, check_id, to_json_value
+from . import validation
+from .builder import build_spec, check_id, check_metadata, to_json_value
 from .content_types import check_content_type
 from .errors import InvalidInput, permanent
 from .values import (
@@ -57,6 +58,7 @@ class StepContext:
         self._result: Any = _NO_RESULT
         self.children: list[StepSpec] = []
         self._child_ids: set[str] = set()
+        self._child_by_dedup: dict[str, str] = {}
         self.records: list[RecordWrite] = []
         self.artifacts: list[ArtifactWrite] = []
         self._workflow: RunInfo | None = None
@@ -106,7 +108,7 @@ class StepContext:
     # -- what the step produces ----------------------------------------------------------
     def result(self, data: Any) -> None:
         """Set the step's result (returning a value from the executor does the same)."""
-        self._result = to_json_value(f"result of step {self._claimed.step_id!r}", data)
+        self._result = to_json_value("result", data, field="result", step=self._claimed.step_id)
 
     @property
     def result_data(self) -> Any:
@@ -122,19 +124,25 @@ class StepContext:
         options.setdefault("site", self._claimed.site)
         options.setdefault("parent", self._claimed.step_id)
         spec = build_spec(self._runtime.registry, step_id, input, kind=kind, **options)
+        if spec.dedup_key is not None and spec.dedup_key in self._child_by_dedup:
+            # The same key twice in one attempt is the same child, as for a key already in the run.
+            return StepHandle(self._child_by_dedup[spec.dedup_key])
         if spec.id in self._child_ids:
             raise permanent("invalid_graph", f"step {self._claimed.step_id!r} emitted {spec.id!r} twice")
         self._child_ids.add(spec.id)
+        if spec.dedup_key is not None:
+            self._child_by_dedup[spec.dedup_key] = spec.id
         self.children.append(spec)
         return StepHandle(spec.id)
 
     def record(self, collection: str, key: str, data: Any) -> None:
         """Upsert ``data`` under ``key`` in ``collection`` when this step commits."""
-        check_id("record collection", collection)
-        check_id("record key", key)
-        self.records.append(
-            RecordWrite(collection=collection, key=key, data=to_json_value(f"record {collection}/{key}", data))
-        )
+        step_id = self._claimed.step_id
+        check_id("record collection", collection, field="record.collection", step=step_id,
+                 max_length=validation.MAX_RECORD_COLLECTION_LENGTH)
+        check_id("record key", key, field="record.key", step=step_id, max_length=validation.MAX_RECORD_KEY_LENGTH)
+        data = to_json_value(f"record {collection}/{key}", data, field="record.data", step=step_id)
+        self.records.append(RecordWrite(collection=collection, key=key, data=data))
 
     def artifact(
         self,
@@ -146,8 +154,8 @@ class StepContext:
         metadata: Mapping[str, str] | None = None,
     ) -> str:
         """Keep a small artifact inline with the step's commit; returns its id."""
-        check_id("artifact name", name)
         content_type = _checked_content_type(content_type)
+        metadata = self._check_artifact(name, content_type, kind, metadata)
         data = body.encode() if isinstance(body, str) else bytes(body)
         limit = self._runtime.config.artifact_inline_limit
         if len(data) > limit:
@@ -179,8 +187,8 @@ class StepContext:
         metadata: Mapping[str, str] | None = None,
     ) -> ArtifactRef:
         """Stream ``body`` into the artifact store now; its reference row commits with the step."""
-        check_id("artifact name", name)
         content_type = _checked_content_type(content_type)
+        metadata = self._check_artifact(name, content_type, kind, metadata)
         store = self._runtime.artifact_store
         if store is None:
             raise permanent("no_artifact_store", "no artifact store is configured (settings.WORKFLOW['ARTIFACT_STORAGE'])")
@@ -207,6 +215,19 @@ class StepContext:
             sha256=digest,
             metadata=write.metadata,
         )
+
+    def _check_artifact(
+        self, name: str, content_type: str, kind: str, metadata: Mapping[str, str] | None
+    ) -> dict[str, str]:
+        step_id = self._claimed.step_id
+        check_id("artifact name", name, field="artifact.name", step=step_id,
+                 max_length=validation.MAX_ARTIFACT_NAME_LENGTH)
+        validation.check_text(content_type, label="artifact content type", field="artifact.content_type",
+                              step=step_id, max_length=validation.MAX_CONTENT_TYPE_LENGTH)
+        if kind:
+            validation.check_text(kind, label="artifact kind", field="artifact.kind", step=step_id,
+                                  max_length=validation.MAX_ARTIFACT_KIND_LENGTH)
+        return check_metadata("artifact metadata", metadata, step=step_id)
 
     # -- what other steps produced ----------------------------------------------------------
     def dependency_result(self, step_id: str) -> StepResult | None:

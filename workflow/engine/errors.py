@@ -62,7 +62,16 @@ class UnknownKind(WorkflowError, LookupError):
 
 
 class InvalidInput(WorkflowError, ValueError):
-    pass
+    """A value a caller passed is refused; ``step`` and ``field`` say where, for a 4xx or a form error.
+
+    ``field`` is a dotted name (``retry.backoff``, ``queue``, ``input``); ``step`` the step id, if any.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, step: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.step = step
 
 
 class InvalidGraph(WorkflowError, ValueError):
@@ -82,7 +91,15 @@ class InvalidState(WorkflowError):
 
 
 class ConfigurationError(WorkflowError):
-    pass
+    """A bad setting or option; ``field`` names the ``Config`` field, ``problem`` says what is wrong with it.
+
+    ``runworkers`` turns ``field`` into its flag name, so flags and settings share one validation.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.problem = problem or message
 
 
 class StoreUnavailable(WorkflowError):

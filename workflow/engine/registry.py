@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import typed
+from . import typed, validation
 from .errors import ConfigurationError, InvalidInput, UnknownKind, UnknownPackage
 from .schedules import ScheduleSpec
 from .values import RetryPolicy
@@ -44,6 +44,14 @@ def _input_type(func: Callable[..., Any], what: str) -> Any:
         raise ConfigurationError(f"cannot resolve the input annotation of {what}: {exc}; define the type at module level") from exc
 
 
+def _check_definition(check: Callable[[], Any]) -> None:
+    """Run a value check on a package definition: a bad one is the site's configuration error."""
+    try:
+        check()
+    except InvalidInput as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Executor:
     """The code for one kind. ``input_type`` is the annotation of its second parameter, if any."""
@@ -60,6 +68,14 @@ class Executor:
     def from_function(cls, kind: str, func: ExecutorFunc, **defaults: Any) -> Executor:
         if not kind:
             raise ConfigurationError("an executor needs a kind")
+        _check_definition(
+            lambda: validation.check_text(kind, label="executor kind", field="kind",
+                                          max_length=validation.MAX_KIND_LENGTH)
+        )
+        if defaults.get("queue") is not None:
+            _check_definition(lambda: validation.check_queue_name(defaults["queue"], label=f"kind {kind!r}: queue"))
+        if defaults.get("retry") is not None and not isinstance(defaults["retry"], RetryPolicy):
+            raise ConfigurationError(f"kind {kind!r}: retry must be a RetryPolicy, got {type(defaults['retry']).__name__}")
         return cls(kind=kind, func=func, input_type=_input_type(func, f"executor {kind!r}"), **defaults)
 
     @property
@@ -88,6 +104,10 @@ class Package:
     def __init__(self, name: str, *, display_name: str = "", description: str = "") -> None:
         if not name or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
             raise ConfigurationError(f"package name {name!r} must be letters, digits, '_', '-' or '.'")
+        if len(name) > validation.MAX_PACKAGE_LENGTH:
+            raise ConfigurationError(
+                f"package name {name[:40]!r}... is longer than {validation.MAX_PACKAGE_LENGTH} characters"
+            )
         self.name = name
         self.display_name = display_name or name
         self.description = description

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -12,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .builder import RunBuilder, check_id, to_json_value, validate_graph
+from . import validation
+from .builder import RunBuilder, check_id, check_metadata, check_run_name, to_json_value, validate_graph
 from .context import CancelSignal, LogBuffer, StepContext, current_log
 from .errors import (
     ConfigurationError,
@@ -41,6 +43,7 @@ from .values import (
 
 Clock = Callable[[], datetime]
 PeriodicHook = Callable[[datetime], object]
+_log = logging.getLogger("workflow.worker")
 
 
 def utcnow() -> datetime:
@@ -66,16 +69,35 @@ class Config:
     max_abandoned_threads: int = 4
 
     def __post_init__(self) -> None:
-        if self.max_workers < 1:
-            raise ConfigurationError(f"MAX_WORKERS must be at least 1, got {self.max_workers}")
-        if self.lease_duration < timedelta(seconds=1):
-            raise ConfigurationError(f"LEASE_DURATION must be at least one second, got {self.lease_duration}")
+        # The one validation of these values: settings (conf.py), runworkers flags and
+        # ``manage.py check`` all build a Config, so a value refused here is refused everywhere.
+        if not isinstance(self.worker_id, str) or len(self.worker_id) > validation.MAX_WORKER_ID_LENGTH:
+            _bad_setting("worker_id", f"must be a string of at most {validation.MAX_WORKER_ID_LENGTH} characters",
+                         self.worker_id)
+        _check_count("max_workers", self.max_workers, minimum=1)
+        _check_seconds("poll_interval", self.poll_interval, minimum=timedelta(0), exclusive=True)
+        _check_seconds("lease_duration", self.lease_duration, minimum=timedelta(seconds=1))
+        if self.heartbeat_interval is not None:
+            _check_seconds("heartbeat_interval", self.heartbeat_interval, minimum=timedelta(0), exclusive=True)
+        _check_seconds("grace_period", self.grace_period, minimum=timedelta(0))
+        _check_count("prefetch", self.prefetch, minimum=0)
+        _check_count("artifact_inline_limit", self.artifact_inline_limit, minimum=0)
+        _check_count("log_limit_bytes", self.log_limit_bytes, minimum=0)
+        for name, queue in self.queues.items():
+            try:
+                validation.check_queue_name(name, field="queues")
+            except InvalidInput as exc:
+                raise ConfigurationError(f"QUEUES: {exc}", field="queues", problem=str(exc)) from None
+            if not isinstance(queue, QueueConfig):
+                _bad_setting("queues", f"queue {name!r} must be a QueueConfig", queue)
         if self.effective_heartbeat >= self.lease_duration:
-            raise ConfigurationError("HEARTBEAT_INTERVAL must be shorter than LEASE_DURATION, or leases expire under a live worker")
-        if self.poll_interval <= timedelta(0):
-            raise ConfigurationError("POLL_INTERVAL must be positive")
-        if self.max_abandoned_threads < 0:
-            raise ConfigurationError(f"MAX_ABANDONED_THREADS must not be negative, got {self.max_abandoned_threads}")
+            raise ConfigurationError(
+                "HEARTBEAT_INTERVAL must be shorter than LEASE_DURATION, or leases expire under a live worker",
+                field="lease_duration",
+                problem=f"must be longer than the heartbeat interval ({_seconds(self.effective_heartbeat)}), "
+                "or leases expire under a live worker",
+            )
+        _check_count("max_abandoned_threads", self.max_abandoned_threads, minimum=0)
 
     @property
     def effective_heartbeat(self) -> timedelta:
@@ -83,6 +105,26 @@ class Config:
 
     def default_worker_id(self) -> str:
         return self.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():g}s"
+
+
+def _bad_setting(field_name: str, problem: str, value: Any) -> None:
+    shown = _seconds(value) if isinstance(value, timedelta) else repr(value)
+    raise ConfigurationError(f"{field_name.upper()} {problem}, got {shown}", field=field_name, problem=problem)
+
+
+def _check_count(field_name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _bad_setting(field_name, f"must be an integer of at least {minimum}", value)
+
+
+def _check_seconds(field_name: str, value: Any, *, minimum: timedelta, exclusive: bool = False) -> None:
+    if not isinstance(value, timedelta) or value < minimum or (exclusive and value == minimum):
+        bound = "more than" if exclusive else "at least"
+        _bad_setting(field_name, f"must be a duration of {bound} {_seconds(minimum)}", value)
 
 
 class Runtime:
@@ -124,18 +166,16 @@ class Runtime:
         ``RunConflict`` (same id, other package or input); nothing is written then.
         """
         pkg = self.registry.package(package)
-        raw_input = to_json_value(f"input of package {package!r}", input)
+        raw_input = to_json_value(f"input of package {package!r}", input, field="input")
         if run_id is not None:
-            check_id("run id", run_id)
+            check_id("run id", run_id, field="run_id", max_length=validation.MAX_RUN_ID_LENGTH)
             existing = self.store.find_run(run_id)
             if existing is not None:
                 return self._same_run(existing, package, raw_input)
         run_id = run_id or f"{package}-{uuid.uuid4()}"
-        meta = dict(metadata or {})
-        for key, value in meta.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise InvalidInput(f"run metadata must map strings to strings, got {key!r}: {value!r}")
-        builder = RunBuilder(self.registry, run_id=run_id, package=package, name=name or pkg.display_name, metadata=meta)
+        meta = check_metadata("run metadata", metadata)
+        run_name = check_run_name(name) if name is not None else pkg.display_name[: validation.MAX_RUN_NAME_LENGTH]
+        builder = RunBuilder(self.registry, run_id=run_id, package=package, name=run_name, metadata=meta)
         pkg.start(builder, raw_input)
         steps = builder.steps
         if not steps:
@@ -193,6 +233,10 @@ class Runtime:
 
     def configure_queue(self, name: str, config: QueueConfig, *, actor: str = "") -> None:
         """Change a queue's cap and rate limit at run time, for every worker (settings apply at start)."""
+        validation.check_queue_name(name)
+        if not isinstance(config, QueueConfig):
+            raise InvalidInput(f"queue {name!r}: config must be a QueueConfig, got {type(config).__name__}",
+                               field="config")
         self.store.configure_queues({name: config}, self.clock(), actor=actor)
 
     def pause_queue(self, name: str, *, actor: str = "") -> None:
@@ -226,10 +270,9 @@ class Runtime:
         """Start a scheduler loop in a background thread; see ``Scheduler`` for the options."""
         from .scheduler import Scheduler
 
-        scheduler = Scheduler(self, **options)
-        thread = threading.Thread(target=scheduler.run, name=f"workflow-scheduler-{scheduler.worker_id}", daemon=True)
-        thread.start()
-        return Workers(scheduler, thread)
+        workers = Workers(Scheduler(self, **options))
+        workers.thread.start()
+        return workers
 
     def close(self) -> None:
         if self.projection_store is not None:
@@ -253,6 +296,8 @@ class Runtime:
             error = ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable, details=_details(exc))
         except UnknownKind as exc:
             error = ErrorInfo(code="unknown_kind", message=str(exc), retryable=False)
+        except InvalidGraph as exc:  # an emit that would break the run's graph: retrying cannot help
+            error = ErrorInfo(code="invalid_graph", message=str(exc), retryable=False)
         except InvalidInput as exc:
             code = "invalid_input" if ctx is None else "invalid_output"
             error = ErrorInfo(code=code, message=str(exc), retryable=False)
@@ -322,9 +367,21 @@ class Runtime:
 class Workers:
     """A handle on a running scheduler loop: ``stop`` drains, ``abandon`` gives up at once."""
 
-    def __init__(self, scheduler: Any, thread: threading.Thread) -> None:
+    def __init__(self, scheduler: Any, thread: threading.Thread | None = None) -> None:
         self.scheduler = scheduler
-        self.thread = thread
+        self.thread = thread or threading.Thread(
+            target=self.run_loop, name=f"workflow-scheduler-{scheduler.worker_id}", daemon=True
+        )
+        self.error: BaseException | None = None  # why the loop died, if it did
+
+    def run_loop(self) -> None:
+        """The loop thread's body: whatever kills the loop is kept, so the process can exit non-zero."""
+        try:
+            self.scheduler.run()
+        except BaseException as exc:
+            self.error = exc
+            _log.critical("worker loop died worker=%s error=%s: %s", self.scheduler.worker_id, type(exc).__name__,
+                          exc, exc_info=exc)
 
     def stop(self) -> None:
         self.scheduler.stop()

@@ -520,7 +520,8 @@ class Scheduler:
         try:
             return call()
         except Exception as exc:
-            log.warning("store call failed worker=%s error=%s: %s", self.worker_id, type(exc).__name__, exc)
+            log.warning("store call failed worker=%s error=%s: %s", self.worker_id, type(exc).__name__, exc,
+                        exc_info=exc)
             return None
 
     # -- the pool --------------------------------------------------------------------------------

@@ -6,11 +6,14 @@ Everything here is a frozen, keyword-only dataclass or an enum; nothing touches 
 from __future__ import annotations
 
 import enum
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from .errors import InvalidInput
 
 
 class StepState(enum.StrEnum):
@@ -67,12 +70,13 @@ class RetryPolicy:
     jitter: float = 0.1  # +/- this fraction of the delay, so retries of a burst spread out
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"RetryPolicy.max_attempts must be at least 1, got {self.max_attempts}")
-        if self.initial_backoff < timedelta(0) or self.max_backoff < timedelta(0):
-            raise ValueError("RetryPolicy backoffs must not be negative")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError(f"RetryPolicy.jitter must be between 0 and 1, got {self.jitter}")
+        # A string is accepted and becomes the enum, so ``backoff="linear"`` really is linear.
+        object.__setattr__(self, "backoff", _backoff_kind(self.backoff))
+        _check_int("RetryPolicy", "retry", "max_attempts", self.max_attempts, minimum=1)
+        _check_duration("RetryPolicy", "retry", "initial_backoff", self.initial_backoff)
+        _check_duration("RetryPolicy", "retry", "max_backoff", self.max_backoff)
+        _check_number("RetryPolicy", "retry", "backoff_coefficient", self.backoff_coefficient, minimum=1.0)
+        _check_number("RetryPolicy", "retry", "jitter", self.jitter, minimum=0.0, maximum=1.0)
 
     def delay(self, attempt: int, *, rng: random.Random | None = None) -> timedelta:
         """Return the wait before the attempt after ``attempt`` (1-based)."""
@@ -122,8 +126,9 @@ class RateLimitPolicy:
     burst: int = 1
 
     def __post_init__(self) -> None:
-        if self.rate <= 0 or self.per <= timedelta(0) or self.burst < 1:
-            raise ValueError(f"RateLimitPolicy needs rate > 0, per > 0 and burst >= 1, got {self}")
+        _check_number("RateLimitPolicy", "rate_limit", "rate", self.rate, minimum=0.0, exclusive=True)
+        _check_duration("RateLimitPolicy", "rate_limit", "per", self.per, positive=True)
+        _check_int("RateLimitPolicy", "rate_limit", "burst", self.burst, minimum=1)
 
     @property
     def per_second(self) -> float:
@@ -138,8 +143,51 @@ class QueueConfig:
     rate_limit: RateLimitPolicy | None = None
 
     def __post_init__(self) -> None:
-        if self.max_workers is not None and self.max_workers < 1:
-            raise ValueError(f"QueueConfig.max_workers must be at least 1 or None, got {self.max_workers}")
+        if self.max_workers is not None:
+            _check_int("QueueConfig", "max_workers", "max_workers", self.max_workers, minimum=1, none_ok=True)
+        if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimitPolicy):
+            raise InvalidInput(
+                f"QueueConfig.rate_limit must be a RateLimitPolicy or None, got {type(self.rate_limit).__name__}",
+                field="rate_limit",
+            )
+
+
+def _backoff_kind(value: Any) -> BackoffKind:
+    try:
+        return BackoffKind(value)
+    except ValueError:
+        known = ", ".join(kind.value for kind in BackoffKind)
+        raise InvalidInput(f"RetryPolicy.backoff must be one of {known}, got {value!r}", field="retry.backoff") from None
+
+
+def _field(prefix: str, name: str) -> str:
+    return name if prefix == name else f"{prefix}.{name}"
+
+
+def _check_int(owner: str, prefix: str, name: str, value: Any, *, minimum: int, none_ok: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        extra = " or None" if none_ok else ""
+        raise InvalidInput(f"{owner}.{name} must be an integer of at least {minimum}{extra}, got {value!r}",
+                           field=_field(prefix, name))
+
+
+def _check_number(
+    owner: str, prefix: str, name: str, value: Any, *, minimum: float, maximum: float | None = None,
+    exclusive: bool = False,
+) -> None:
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    low_ok = is_number and (value > minimum if exclusive else value >= minimum)
+    if not low_ok or (maximum is not None and value > maximum):
+        bound = f"greater than {minimum:g}" if exclusive else f"at least {minimum:g}"
+        if maximum is not None:
+            bound = f"between {minimum:g} and {maximum:g}"
+        raise InvalidInput(f"{owner}.{name} must be a number {bound}, got {value!r}", field=_field(prefix, name))
+
+
+def _check_duration(owner: str, prefix: str, name: str, value: Any, *, positive: bool = False) -> None:
+    if not isinstance(value, timedelta) or value < timedelta(0) or (positive and not value):
+        bound = "positive" if positive else "non-negative"
+        raise InvalidInput(f"{owner}.{name} must be a {bound} timedelta, got {value!r}", field=_field(prefix, name))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

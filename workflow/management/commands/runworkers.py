@@ -2,15 +2,50 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+import math
+import threading
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from workflow.conf import runtime
-from workflow.engine.errors import ConfigurationError
+from workflow.engine import validation
+from workflow.engine.errors import ConfigurationError, InvalidInput, StoreUnavailable
+from workflow.engine.runtime import Runtime, Workers
 from workflow.shutdown import on_stop
+
+log = logging.getLogger("workflow.worker")
+
+# Flags that override a Config field: validated by Config itself, as settings are.
+_CONFIG_FLAGS = {
+    "max_workers": "--max-workers",
+    "poll_interval": "--poll-interval",
+    "lease_duration": "--lease-duration",
+    "grace_period": "--grace-period",
+    "worker_id": "--worker-id",
+}
+_SECONDS = ("poll_interval", "lease_duration", "grace_period")
+START_RETRY_MAX_SECONDS = 30.0
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds (the range is Config's to check)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text!r}")
+    return value
+
+
+def _usage_error(message: str) -> CommandError:
+    return CommandError(message, returncode=2)
 
 
 class Command(BaseCommand):
@@ -21,9 +56,9 @@ class Command(BaseCommand):
                             help="only take steps from these queues (repeat or comma-separate; default: all)")
         parser.add_argument("--site", default=None, help="also take steps routed to this site")
         parser.add_argument("--max-workers", type=int, default=None, help="executor threads (default: settings)")
-        parser.add_argument("--poll-interval", type=float, default=None, help="seconds between idle polls")
-        parser.add_argument("--lease-duration", type=float, default=None, help="lease length in seconds")
-        parser.add_argument("--grace-period", type=float, default=None,
+        parser.add_argument("--poll-interval", type=_seconds, default=None, help="seconds between idle polls")
+        parser.add_argument("--lease-duration", type=_seconds, default=None, help="lease length in seconds")
+        parser.add_argument("--grace-period", type=_seconds, default=None,
                             help="seconds running steps may finish after SIGTERM before they are handed back")
         parser.add_argument("--worker-id", default=None, help="a stable id for this process (default: host:pid)")
         parser.add_argument("--once", action="store_true", help="run a single cycle and exit")
@@ -36,31 +71,48 @@ class Command(BaseCommand):
         elif options["verbosity"] == 0:
             logging.getLogger("workflow").setLevel(logging.WARNING)
         queues = [q for item in options["queues"] or [] for q in item.split(",") if q] or None
-        seconds = {
-            "poll_interval": options["poll_interval"],
-            "lease_duration": options["lease_duration"],
-            "grace_period": options["grace_period"],
-        }
-        durations = {k: timedelta(seconds=v) for k, v in seconds.items() if v is not None}
         rt = runtime()
-        try:
-            from workflow.schedules import install
+        overrides = self._validated_overrides(rt, options, queues)
+        stop_requested = threading.Event()
+        workers: Workers | None = None
 
-            install(rt)  # store the schedules declared in code; every worker fires due ticks
-        except ConfigurationError as exc:
-            raise CommandError(f"schedules: {exc}", returncode=2) from exc
-        workers = rt.start_workers(
-            queues=queues,
-            site=options["site"],
-            max_workers=options["max_workers"],
-            worker_id=options["worker_id"],
-            burst=options["burst"],
-            max_cycles=1 if options["once"] else options["max_cycles"],
-            **durations,
-        )
-        with on_stop(workers.stop, force=workers.abandon):
+        def stop() -> None:
+            stop_requested.set()
+            if workers is not None:
+                workers.stop()
+
+        def force() -> None:
+            stop_requested.set()
+            if workers is not None:
+                workers.abandon()
+
+        # Handlers first: a SIGTERM that lands while the loop starts must drain it, not kill the process.
+        with on_stop(stop, force=force):
+            if not self._wait_for_database(rt, stop_requested):
+                return  # stopped by a signal before the database came back
+            try:
+                from workflow.schedules import install
+
+                install(rt)  # store the schedules declared in code; every worker fires due ticks
+            except ConfigurationError as exc:
+                raise CommandError(f"schedules: {exc}", returncode=2) from exc
+            workers = rt.start_workers(
+                queues=queues,
+                site=options["site"],
+                burst=options["burst"],
+                max_cycles=1 if options["once"] else options["max_cycles"],
+                **overrides,
+            )
+            if stop_requested.is_set():
+                workers.stop()
             while not workers.join(timeout=0.5):
                 pass
+        if workers.error is not None:
+            # A supervisor restarts a worker that exits non-zero; one that exits 0 looks finished.
+            raise CommandError(
+                f"the worker loop died: {type(workers.error).__name__}: {workers.error} (see the log for the traceback)",
+                returncode=1,
+            )
         totals = workers.scheduler.totals
         if options["verbosity"] >= 1:
             self.stdout.write(
@@ -69,3 +121,52 @@ class Command(BaseCommand):
             )
         if workers.scheduler.exit_reason:  # unhealthy: exit non-zero so a supervisor starts a fresh process
             raise CommandError(f"worker stopped itself: {workers.scheduler.exit_reason}")
+
+    @staticmethod
+    def _validated_overrides(rt: Runtime, options: dict[str, Any], queues: list[str] | None) -> dict[str, Any]:
+        """Check every flag before anything starts; a bad one is a usage error (exit 2)."""
+        for name in queues or ():
+            try:
+                validation.check_queue_name(name)
+            except InvalidInput as exc:
+                raise _usage_error(f"--queue {name!r}: {exc}") from None
+        if options["site"] is not None:
+            try:
+                validation.check_text(options["site"], label="site", field="site",
+                                      max_length=validation.MAX_SITE_LENGTH)
+            except InvalidInput as exc:
+                raise _usage_error(f"--site: {exc}") from None
+        if options["max_cycles"] is not None and options["max_cycles"] < 1:
+            raise _usage_error(f"--max-cycles {options['max_cycles']}: must be an integer of at least 1")
+        overrides: dict[str, Any] = {}
+        for name in _CONFIG_FLAGS:
+            value = options[name]
+            if value is None:
+                continue
+            overrides[name] = timedelta(seconds=value) if name in _SECONDS else value
+        try:
+            replace(rt.config, **overrides)  # Config's own checks: the same as for settings.WORKFLOW
+        except ConfigurationError as exc:
+            flag = _CONFIG_FLAGS.get(exc.field or "")
+            if flag is None or exc.field not in overrides:
+                raise _usage_error(f"invalid options: {exc}") from None
+            raise _usage_error(f"{flag} {options[exc.field]}: {exc.problem}") from None
+        return overrides
+
+    @staticmethod
+    def _wait_for_database(rt: Runtime, stopped: threading.Event) -> bool:
+        """Retry with backoff until the database answers; False if a signal asked us to stop first.
+
+        A worker started before its database (a reboot, a compose file) must wait, not die.
+        """
+        delay = 0.5
+        while True:
+            try:
+                rt.ensure_queues()
+                return True
+            except (StoreUnavailable, DatabaseError) as exc:
+                log.warning("database unavailable at start; retrying in %.1fs error=%s: %s", delay,
+                            type(exc).__name__, exc)
+            if stopped.wait(delay):
+                return False
+            delay = min(delay * 2, START_RETRY_MAX_SECONDS)
