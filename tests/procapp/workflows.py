@@ -95,3 +95,12 @@ def build_test_package() -> Package:
 
 
 t = build_test_package()
+
+
+def _liveness_package() -> Package:
+    from tests.procapp.liveness import build_liveness_package
+
+    return build_liveness_package()
+
+
+live = _liveness_package()  # the kinds of the randomized liveness test (tests/liveness)
