@@ -254,7 +254,7 @@ def generate(seed: int, vendor: str, *, examples_budget: str = "ci") -> SitePlan
             run.expected[sid] = "succeeded"
             serial += run.steps[-1]["input"]["seconds"]
             claims["capped"] += 1
-    if focus == "bad_row" or rng.random() < 0.1:
+    if focus == "bad_row" or (not small and rng.random() < 0.1):
         # Item 4: a retry policy row no claim can read, in a run of its own beside good steps.
         run = RunPlan(run_id=f"live-{seed}-bad", steps=[], at=round(rng.uniform(0.3, 2.0), 2) if mid_run else None)
         queue = rng.choice(names)
@@ -269,7 +269,7 @@ def generate(seed: int, vendor: str, *, examples_budget: str = "ci") -> SitePlan
         run.bad_step = "bad"
         plan.runs.append(run)
         claims[queue] += 3
-    if focus == "rollback" or rng.random() < 0.15:
+    if focus == "rollback" or (not small and rng.random() < 0.15):
         # Item 5: commits that roll back. A start_run inside the caller's transaction that rolls
         # back (a failed request), then a good run in the same new queue; and batches where a
         # refused record meets a sibling that emits into a new queue.
