@@ -174,7 +174,7 @@ def generate(seed: int, vendor: str, *, examples_budget: str = "ci") -> SitePlan
     lease = round(rng.uniform(2, 30), 1)
     if focus == "long_poll":
         # Item 2: NOTIFY or not, a site sets a long poll; the lease is shorter than the steps.
-        poll, lease = round(rng.uniform(20, 60), 1), round(rng.uniform(2, 3), 1)
+        poll, lease = round(rng.uniform(20, 60), 1), round(rng.uniform(2, 2.4), 1)
         workers = [WorkerPlan(max_workers=max(w.max_workers, 2), site=w.site) for w in workers]
 
     plan = SitePlan(seed=seed, focus=focus, vendor=vendor, queues=queues, workers=workers, poll_interval=poll,
@@ -236,10 +236,12 @@ def generate(seed: int, vendor: str, *, examples_budget: str = "ci") -> SitePlan
         plan.runs.append(run)
 
     if focus == "long_poll":
-        # A step that outlives the lease, alone at the end of the first run, so its worker has free threads.
+        # A step that outlives the lease, alone at the end of the first run (it needs every other
+        # step of it), so its worker has free threads and nothing else to wake it.
         run = plan.runs[0]
-        step = {"id": "outlives_lease", "kind": "work", "input": {"seconds": round(rng.uniform(2.6, 3.0), 2)},
-                "queue": "default", "site": "", "deps": [], "retry": {"max_attempts": 2}}
+        after = [s["id"] for s in run.steps if run.expected[s["id"]] == "succeeded" and s["kind"] == "work"]
+        step = {"id": "outlives_lease", "kind": "work", "input": {"seconds": round(rng.uniform(2.7, 3.0), 2)},
+                "queue": "default", "site": "", "deps": after, "retry": {"max_attempts": 2}}
         run.steps.append(step)
         run.expected["outlives_lease"] = "succeeded"
         serial += step["input"]["seconds"]

@@ -30,6 +30,7 @@ from workflow.models import Event, Lease, Queue, Run, Step
 
 TERMINAL_RUNS = ("succeeded", "failed", "canceled")
 GRACE_SECONDS = 5.0
+RATE_STAMP_SLACK = 0.05  # seconds a lease stamp may trail its token (see _worst_window)
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 
 
@@ -319,13 +320,14 @@ def _max_concurrent(leases: Any) -> int:
 def _worst_window(starts: list[datetime], rate: float, burst: int) -> str:
     """A token bucket of ``burst`` refilled at ``rate``/s allows at most burst + rate * t starts in t seconds.
 
-    A lease is stamped with its claim's time, which may trail the moment its token was spent by
-    the few milliseconds the claim spent on other queues: the window gets 10 ms of slack.
+    A lease is stamped with its claim's time, the latest of its queues' refills: it may trail the
+    moment its own token was spent by the time the claim then waited for other queues' row locks.
+    The window gets ``RATE_STAMP_SLACK`` for that; a bucket that leaks shows far more.
     """
     for i, first in enumerate(starts):
         for j in range(i + burst, len(starts)):
             span = (starts[j] - first).total_seconds()
-            if j - i + 1 > burst + rate * (span + 0.01) + 1e-6:
+            if j - i + 1 > burst + rate * (span + RATE_STAMP_SLACK) + 1e-6:
                 return f"{j - i + 1} starts in {span:.3f}s"
             if span > 10:
                 break
