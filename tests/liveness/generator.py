@@ -249,9 +249,9 @@ def generate(seed: int, vendor: str, *, examples_budget: str = "ci") -> SitePlan
         # Item 3: the cap is filled by long steps while more wait behind it.
         cap = plan.limited["capped"].cap or 1
         run = plan.runs[0]
-        for i in range(cap + rng.randint(2, 4)):
+        for i in range(cap + rng.randint(3, 5)):
             sid = f"capped{i}"
-            run.steps.append({"id": sid, "kind": "work", "input": {"seconds": round(rng.uniform(1.5, 3.0), 2)},
+            run.steps.append({"id": sid, "kind": "work", "input": {"seconds": round(rng.uniform(2.0, 3.0), 2)},
                               "queue": "capped", "site": "", "deps": [], "retry": {"max_attempts": 1}})
             run.expected[sid] = "succeeded"
             serial += run.steps[-1]["input"]["seconds"]
