@@ -195,6 +195,8 @@ def generate(seed: int, vendor: str, *, examples_budget: str = "ci") -> SitePlan
         steps: list[dict[str, Any]] = []
         run = RunPlan(run_id=f"live-{seed}-r{r}", steps=steps, at=None if r == 0 or not mid_run else
                       round(rng.uniform(0.2, 3.0), 2))
+        if focus == "two_limited_queues" and r == 0 and mid_run:
+            run.at = 0.0  # once every worker is up, so they all compete for it
         size = rng.randint(3, 8 if small else 25)
         if focus == "two_limited_queues" and r == 0:
             size = rng.randint(40, 60) if small else rng.randint(100, 200)

@@ -191,7 +191,7 @@ def run_site(plan: SitePlan, spawn_worker: Callable[..., subprocess.Popen]) -> R
     report.facts["run_s"] = round(elapsed, 1)
     if any(code != 0 for code in codes):
         report.problem("exit", f"workers exited with {codes} after SIGTERM")
-    worker_seconds = elapsed * len(workers)
+    worker_seconds = max(elapsed, 0.1) * len(workers)
     attempts = Lease.objects.count()
     report.facts["attempts"] = attempts
     report.facts["cpu_per_worker"] = round(cpu / worker_seconds, 3)
