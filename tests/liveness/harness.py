@@ -118,9 +118,10 @@ class _QueryCounter:
 def run_site(plan: SitePlan, spawn_worker: Callable[..., subprocess.Popen]) -> Report:
     report = Report(plan)
     rt = build_runtime()
+    # Every planned queue is declared, as a site's settings.WORKFLOW["QUEUES"] would declare it.
     rt.store.configure_queues(
         {q.name: QueueConfig(max_workers=q.cap, rate_limit=RateLimitPolicy(rate=q.rate, burst=q.burst) if q.rate
-                             else None) for q in plan.queues if q.is_limited},
+                             else None) for q in plan.queues},
         rt.clock(),
     )
     runs = list(plan.runs)
