@@ -191,7 +191,7 @@ def generate(seed: int, vendor: str, *, examples_budget: str = "ci") -> SitePlan
     serial = 0.0  # every attempt of every step, one after another: a bound no healthy site exceeds
     backoffs = 0.0
     claims: dict[str, int] = {n: 0 for n in names}
-    run_count = rng.randint(1, 3)
+    run_count = 1 if focus == "long_poll" else rng.randint(1, 3)
     for r in range(run_count):
         steps: list[dict[str, Any]] = []
         run = RunPlan(run_id=f"live-{seed}-r{r}", steps=steps, at=None if r == 0 or not mid_run else
@@ -219,7 +219,7 @@ def generate(seed: int, vendor: str, *, examples_budget: str = "ci") -> SitePlan
             serial += step["input"].get("seconds", 0) * attempts
             backoffs += backoff_seconds(step["retry"], attempts)
             claims[queue] += attempts
-        if rng.random() < 0.4 or (r == 0 and not small):
+        if focus != "long_poll" and (rng.random() < 0.4 or (r == 0 and not small)):
             # A fan-out whose dedup keys overlap a sibling fan-out's: the second emit is an alias.
             pool = [f"k{n}" for n in range(4)]
             for f in range(rng.randint(1, 2)):
@@ -239,12 +239,13 @@ def generate(seed: int, vendor: str, *, examples_budget: str = "ci") -> SitePlan
         plan.runs.append(run)
 
     if focus == "long_poll":
-        # A step that outlives the lease, alone at the end of the first run (it needs every other
-        # step of it), so its worker has free threads and nothing else to wake it.
+        # A step that outlives the lease, alone at the end of the only run (it waits for every
+        # other step to end), so its worker has free threads and nothing else to wake it.
         run = plan.runs[0]
-        after = [s["id"] for s in run.steps if run.expected[s["id"]] == "succeeded" and s["kind"] == "work"]
+        _propagate_blocked(run)
+        ends = [s["id"] for s in run.steps if run.expected[s["id"]] != "pending"]
         step = {"id": "outlives_lease", "kind": "work", "input": {"seconds": round(rng.uniform(2.7, 3.0), 2)},
-                "queue": "default", "site": "", "deps": after, "retry": {"max_attempts": 2}}
+                "queue": "default", "site": "", "deps": [], "optional": ends, "retry": {"max_attempts": 2}}
         run.steps.append(step)
         run.expected["outlives_lease"] = "succeeded"
         serial += step["input"]["seconds"]
@@ -252,9 +253,9 @@ def generate(seed: int, vendor: str, *, examples_budget: str = "ci") -> SitePlan
         # Item 3: the cap is filled by long steps while more wait behind it.
         cap = plan.limited["capped"].cap or 1
         run = plan.runs[0]
-        for i in range(cap + rng.randint(3, 5)):
+        for i in range(cap + rng.randint(5, 7)):
             sid = f"capped{i}"
-            run.steps.append({"id": sid, "kind": "work", "input": {"seconds": round(rng.uniform(2.0, 3.0), 2)},
+            run.steps.append({"id": sid, "kind": "work", "input": {"seconds": round(rng.uniform(2.5, 3.0), 2)},
                               "queue": "capped", "site": "", "deps": [], "retry": {"max_attempts": 1}})
             run.expected[sid] = "succeeded"
             serial += run.steps[-1]["input"]["seconds"]

@@ -397,7 +397,7 @@ def _check_idle_load(plan: SitePlan, report: Report, worker_seconds: float, atte
                                         f"{3 + workers} per attempt)")
     # CPU, the measure SQLite has: an idle worker uses well under 1% of a core; a claim and its
     # commit a few milliseconds; a worker spinning at a full cap 10-40%.
-    cpu_budget = worker_seconds * (0.02 + 0.002 * min(1 / plan.poll_interval, 20)) + attempts * 0.01 + 0.3 * workers
+    cpu_budget = worker_seconds * (0.012 + 0.002 * min(1 / plan.poll_interval, 20)) + attempts * 0.01 + 0.3 * workers
     if cpu > cpu_budget:
         report.problem("idle_load", f"workers used {cpu:.1f}s CPU in {worker_seconds:.0f} worker-seconds "
                                     f"({cpu / worker_seconds:.2f} per worker), over a budget of {cpu_budget:.1f}s")

@@ -50,8 +50,8 @@ def build_liveness_package() -> Package:
 
     @pkg.entrypoint
     def start(run: Any, params: dict) -> None:
-        # {"steps": [{"id", "kind", "input", "queue", "site", "deps", "retry": {...}, "dedup"}]}
-        from workflow import require
+        # {"steps": [{"id", "kind", "input", "queue", "site", "deps", "optional", "retry": {...}, "dedup"}]}
+        from workflow import after, require
 
         for spec in params["steps"]:
             retry = spec.get("retry") or {}
@@ -62,7 +62,8 @@ def build_liveness_package() -> Package:
                 backoff=retry.get("backoff", "exponential"),
                 jitter=retry.get("jitter", 0),
             )
-            run.step(spec["id"], spec.get("input") or {}, kind=spec["kind"], depends_on=require(*spec.get("deps", ())),
+            deps = require(*spec.get("deps", ())) + after(*spec.get("optional", ()))
+            run.step(spec["id"], spec.get("input") or {}, kind=spec["kind"], depends_on=deps,
                      retry=policy, queue=spec.get("queue"), site=spec.get("site") or "", dedup_key=spec.get("dedup"))
 
     @pkg.executor("work")
