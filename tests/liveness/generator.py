@@ -177,6 +177,9 @@ def generate(seed: int, vendor: str, *, examples_budget: str = "ci") -> SitePlan
         poll, lease = round(rng.uniform(20, 60), 1), round(rng.uniform(2, 2.4), 1)
         workers = [WorkerPlan(max_workers=max(w.max_workers, 2), site=w.site) for w in workers]
 
+    if "s1" in sites and not any(w.site == "s1" for w in workers):
+        workers[-1] = WorkerPlan(max_workers=workers[-1].max_workers, site="s1")  # someone serves the site
+
     plan = SitePlan(seed=seed, focus=focus, vendor=vendor, queues=queues, workers=workers, poll_interval=poll,
                     lease_duration=lease, runs=[])
     names = [q.name for q in queues]
