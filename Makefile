@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: run test test-sqlite test-postgres test-py313 bench lint clean
+.PHONY: run test test-sqlite test-postgres test-py313 test-liveness bench lint clean
 
 # The demo needs the app and the demo extra (WhiteNoise, DATABASE_URL, psycopg); tests add the test tools.
 $(BIN)/.installed-demo: pyproject.toml
@@ -42,6 +42,11 @@ test-postgres: $(BIN)/.installed
 	else \
 	  echo "PostgreSQL not reachable at $(PG_URL): skipping the PostgreSQL run"; \
 	fi
+
+# The randomized liveness test alone, longer: LIVENESS_EXAMPLES=200 make test-liveness (SQLite, then
+# PostgreSQL when DATABASE_URL is set); LIVENESS_SEED=17 replays one seed. make test runs seeds 0-4.
+test-liveness: $(BIN)/.installed
+	$(BIN)/pytest -q tests/liveness
 
 # A second leg: Python 3.13 with the newest Django the range allows (Django 6), on SQLite.
 test-py313:

@@ -107,3 +107,11 @@ t = build_test_package()
 if os.environ.get("WF_TEST_SCHEDULE_CRON"):
     t.schedule("tick", cron=os.environ["WF_TEST_SCHEDULE_CRON"], input={"steps": [{"id": "only", "kind": "noop"}]},
                overlap="allow")
+
+def _liveness_package() -> Package:
+    from tests.procapp.liveness import build_liveness_package
+
+    return build_liveness_package()
+
+
+live = _liveness_package()  # the kinds of the randomized liveness test (tests/liveness)
