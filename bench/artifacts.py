@@ -64,7 +64,7 @@ def child(size: int, var_dir: str, through_step: bool) -> dict[str, Any]:
     import django
 
     django.setup()
-    from workflow.artifacts import CHUNK, FileArtifactStore, new_key
+    from workflow.stores.artifacts import CHUNK, FileArtifactStore, new_key
 
     store = FileArtifactStore(os.path.join(var_dir, "blobs"))
     runtime = None
@@ -74,8 +74,8 @@ def child(size: int, var_dir: str, through_step: bool) -> dict[str, Any]:
         from django.core.management import call_command
 
         from workflow import Config, Package, Registry, Runtime, StepContext
-        from workflow.dbstore import DjangoStore
         from workflow.models import Artifact
+        from workflow.stores.db import DjangoStore
 
         call_command("migrate", verbosity=0)
         pkg = Package("bench")

@@ -373,9 +373,9 @@ def claim_latency(count: int, batch: int = 3000) -> dict:
     from django.db import connection
 
     from workflow.conf import runtime
-    from workflow.dbstore import DjangoStore
     from workflow.engine.runtime import utcnow
     from workflow.engine.values import ClaimRequest
+    from workflow.stores.db import DjangoStore
 
     run_id, _ = start_run("independent", max(batch, count))
     if connection.vendor == "sqlite":
@@ -502,7 +502,7 @@ def count_store_calls(path: str) -> None:
     """
     import threading
 
-    from workflow.dbstore import DjangoStore
+    from workflow.stores.db import DjangoStore
 
     counts = [0, 0]
     for name in STORE_CALLS:
@@ -533,7 +533,7 @@ def sc_worker(a: argparse.Namespace, rest: list[str]) -> None:
 
     django.setup()
     if a.no_listen:
-        from workflow.dbstore import DjangoStore
+        from workflow.stores.db import DjangoStore
 
         DjangoStore.listen = lambda self, wake: None  # type: ignore[method-assign]
     if a.count_store_calls:

@@ -87,7 +87,7 @@ def seed(*, old: int, active: int, recent: int, blobs: int, store: Any) -> dict[
                     "INSERT INTO workflow_event (created_at, kind, severity, run_id, step_id, queue, worker_id,"
                     " actor, message, payload) VALUES (" + ", ".join(["%s"] * 10) + ")", events)
             # External artifacts (real files) on the first ``blobs`` runs of each group.
-            from workflow.artifacts import new_key
+            from workflow.stores.artifacts import new_key
 
             for n, run_id in enumerate(run_ids[: blobs if group == "old" else min(blobs, 10)]):
                 artifact_id, key = new_key()
@@ -111,9 +111,9 @@ def main() -> None:
     var_dir = tempfile.mkdtemp(prefix="bench-prune-", dir=os.environ.get("BENCH_TMPDIR"))
     try:
         setup(var_dir)
-        from workflow.artifacts import FileArtifactStore
         from workflow.models import Artifact, Event, Lease, Run, Step
-        from workflow.retention import prune_runs
+        from workflow.stores.artifacts import FileArtifactStore
+        from workflow.stores.retention import prune_runs
 
         store = FileArtifactStore(os.path.join(var_dir, "blobs"))
         started = time.perf_counter()

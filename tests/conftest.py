@@ -15,9 +15,9 @@ import pytest
 from tests.procapp.workflows import build_test_package
 from tests.processes import ROOT, database_url
 from workflow import Config, Package, Registry, Runtime
-from workflow.artifacts import FileArtifactStore
-from workflow.dbstore import DjangoStore
-from workflow.projections import SQLiteProjectionStore
+from workflow.stores.artifacts import FileArtifactStore
+from workflow.stores.db import DjangoStore
+from workflow.stores.projections import SQLiteProjectionStore
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def test_views_and_admin__change_state_only_through_the_operator_service():
 def test_importing_workflow__starts_no_threads():
     code = (
         "import threading, django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'tests.settings');"
-        "django.setup(); import workflow, workflow.conf, workflow.dbstore;"
+        "django.setup(); import workflow, workflow.conf, workflow.stores.db;"
         "print(threading.active_count())"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

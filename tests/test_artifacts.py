@@ -16,10 +16,10 @@ from django.utils import timezone
 
 from tests.conftest import drain, run_graph
 from workflow import Package, StepContext, StepState, permanent, retryable
-from workflow.artifacts import CHUNK, FileArtifactStore, StorageArtifactStore, check_key, new_key
 from workflow.engine.errors import InvalidInput
 from workflow.models import Artifact
-from workflow.retention import prune_orphans
+from workflow.stores.artifacts import CHUNK, FileArtifactStore, StorageArtifactStore, check_key, new_key
+from workflow.stores.retention import prune_orphans
 
 ODD_KEYS = [
     "../x",
@@ -345,7 +345,7 @@ def test_store_artifact__a_blob_that_could_not_be_deleted_is_swept_by_prune_orph
 
 
 def test_stream_file__looks_like_an_unseekable_stream_to_storages(store: FileArtifactStore) -> None:
-    from workflow.artifacts import _HashingReader, _StreamFile
+    from workflow.stores.artifacts import _HashingReader, _StreamFile
 
     reader = _HashingReader(io.BytesIO(b"abc"))
     stream = _StreamFile(reader, "ab/x", "text/plain")

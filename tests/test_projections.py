@@ -13,9 +13,9 @@ from django.db import connection
 
 from tests.conftest import drain, run_graph
 from workflow import Config, ConfigurationError, Package, Registry, Runtime, StepContext
-from workflow.dbstore import DjangoStore
 from workflow.engine.errors import InvalidInput
-from workflow.projections import DjangoProjectionStore, SQLiteProjectionStore, check_name
+from workflow.stores.db import DjangoStore
+from workflow.stores.projections import DjangoProjectionStore, SQLiteProjectionStore, check_name
 
 ODD_NAMES = ["../x", "/abs", "a\x00b", "a" * 65, "", "a/b", "a\\b", "a.b", "a b", "abc\n", "é", ".."]
 

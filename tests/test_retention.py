@@ -17,11 +17,11 @@ from django.utils import timezone
 
 from tests.conftest import drain
 from workflow import Config, Package, Registry, RunState, Runtime, StepContext, require
-from workflow.artifacts import FileArtifactStore
-from workflow.dbstore import DjangoStore
 from workflow.engine.values import ClaimRequest
 from workflow.models import Artifact, Dependency, Event, Lease, Record, Run, Step
-from workflow.retention import OWNED_TABLES, _delete_batch, parse_duration, prune_orphans, prune_runs
+from workflow.stores.artifacts import FileArtifactStore
+from workflow.stores.db import DjangoStore
+from workflow.stores.retention import OWNED_TABLES, _delete_batch, parse_duration, prune_orphans, prune_runs
 
 OLD = timedelta(days=40)
 GRAPH = [
@@ -163,7 +163,7 @@ def test_prune_runs__rechecks_each_batch_inside_its_transaction(runtime: Runtime
     # A candidate that became active between the candidate query and its batch is skipped.
     from django.db import connection
 
-    from workflow.retention import _Tally
+    from workflow.stores.retention import _Tally
 
     tally = _Tally()
     deleted, keys = _delete_batch(connection, world["active"] + world["recent"], timezone.now() - timedelta(days=30),
@@ -331,7 +331,7 @@ def test_parse_duration__reads_units(text: str, expected: timedelta) -> None:
 def test_prune_runs__skips_a_run_retried_between_the_candidate_query_and_its_batch(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import workflow.retention as retention
+    import workflow.stores.retention as retention
 
     failed = runtime.start_run("t", {"steps": [{"id": "f", "kind": "fail"}]}).id
     others = make_runs(runtime, 2)

@@ -46,8 +46,8 @@ from .engine.values import (
 )
 
 if TYPE_CHECKING:
-    from .artifacts import FileArtifactStore, StorageArtifactStore
-    from .projections import DjangoProjectionStore, SQLiteProjectionStore
+    from .stores.artifacts import FileArtifactStore, StorageArtifactStore
+    from .stores.projections import DjangoProjectionStore, SQLiteProjectionStore
 
 
 def runtime() -> Runtime:
@@ -60,11 +60,11 @@ def runtime() -> Runtime:
 def __getattr__(name: str) -> object:
     # Stores that need Django's settings load on first use, so importing ``workflow`` stays cheap.
     if name in ("FileArtifactStore", "StorageArtifactStore"):
-        from . import artifacts
+        from .stores import artifacts
 
         return getattr(artifacts, name)
     if name in ("SQLiteProjectionStore", "DjangoProjectionStore"):
-        from . import projections
+        from .stores import projections
 
         return getattr(projections, name)
     raise AttributeError(f"module 'workflow' has no attribute {name!r}")

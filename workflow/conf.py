@@ -145,7 +145,7 @@ def database_aliases() -> None:
 def artifact_store() -> Any:
     from django.core.files.storage import storages
 
-    from .artifacts import StorageArtifactStore
+    from .stores.artifacts import StorageArtifactStore
 
     alias = artifact_storage_alias()
     if alias is None:
@@ -154,7 +154,7 @@ def artifact_store() -> Any:
 
 
 def projection_store() -> Any:
-    from .projections import DjangoProjectionStore, SQLiteProjectionStore
+    from .stores.projections import DjangoProjectionStore, SQLiteProjectionStore
 
     raw = workflow_settings()
     if raw.get("PROJECTION_DATABASE"):
@@ -167,8 +167,8 @@ def build_runtime(**overrides: Any) -> Runtime:
     """A new runtime from settings; ``overrides`` replace Config fields (tests, commands)."""
     from dataclasses import replace
 
-    from .dbstore import DjangoStore
     from .engine.registry import registry
+    from .stores.db import DjangoStore
 
     config = build_config()
     if overrides:

@@ -1,6 +1,6 @@
 """The engine's tables. Each QuerySet above its model names the questions the domain asks.
 
-The engine owns every write (see ``workflow.dbstore``); views and the admin only read these
+The engine owns every write (see ``workflow.stores``); views and the admin only read these
 models and change state through ``workflow.operator``.
 """
 

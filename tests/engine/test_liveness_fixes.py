@@ -15,11 +15,11 @@ from django.db import connection
 
 from tests.conftest import FakeClock, drain, run_graph
 from workflow import QueueConfig, RateLimitPolicy
-from workflow.dbstore import DjangoStore
 from workflow.engine.errors import InvalidInput, StoreConflict
 from workflow.engine.scheduler import Scheduler
 from workflow.engine.values import ClaimRequest, Outcome, RecordWrite, StepSpec, StepState
 from workflow.models import Event, Lease, Queue, Step
+from workflow.stores.db import DjangoStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

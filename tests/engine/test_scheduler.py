@@ -11,9 +11,9 @@ from django.db import connection
 
 from tests.conftest import drain, run_graph
 from workflow import QueueConfig, RateLimitPolicy, RunState
-from workflow.dbstore import DjangoStore
 from workflow.engine.values import ClaimRequest
 from workflow.models import Artifact, Event, Lease, Record, Run, Step
+from workflow.stores.db import DjangoStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from tests.tasks_backend import sample_tasks
 from workflow.conf import runtime
-from workflow.dbstore import DjangoStore
 from workflow.models import Lease, Run, Step
+from workflow.stores.db import DjangoStore
 from workflow.tasks import WorkflowBackend
 from workflow.tasks.compat import (
     TaskResultDoesNotExist,

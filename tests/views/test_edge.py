@@ -292,8 +292,8 @@ def test_artifact_content_type__checked_when_written(runtime: Any) -> None:
 
 
 def test_artifact_store__refuses_a_bad_content_type(tmp_path: Any) -> None:
-    from workflow.artifacts import FileArtifactStore
     from workflow.engine.errors import InvalidInput
+    from workflow.stores.artifacts import FileArtifactStore
 
     with pytest.raises(InvalidInput, match="content type"):
         FileArtifactStore(tmp_path).put("ab/abc", "text/plain\r\n", b"x")

@@ -1,4 +1,4 @@
-"""What the engine needs from a database. ``workflow.dbstore.DjangoStore`` implements it."""
+"""What the engine needs from a database. ``workflow.stores.db.DjangoStore`` implements it."""
 
 from __future__ import annotations
 

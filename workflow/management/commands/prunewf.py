@@ -1,6 +1,6 @@
 """``manage.py prunewf --older-than 30d [--dry-run] [--package P] [--batch-size N] [--orphans]``.
 
-Deletes finished runs older than the cutoff with everything they own (see ``workflow.retention``);
+Deletes finished runs older than the cutoff with everything they own (see ``workflow.stores.retention``);
 ``--orphans`` also sweeps artifact blobs that no artifact row references.
 """
 
@@ -13,7 +13,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from workflow import conf
 from workflow.engine.errors import WorkflowError
-from workflow.retention import DEFAULT_BATCH_SIZE, ORPHAN_MIN_AGE, parse_duration, prune_orphans, prune_runs
+from workflow.stores.retention import (
+    DEFAULT_BATCH_SIZE,
+    ORPHAN_MIN_AGE,
+    parse_duration,
+    prune_orphans,
+    prune_runs,
+)
 
 
 def _duration(option: str, text: str | None, default: timedelta) -> timedelta:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .engine.errors import ConfigurationError, InvalidInput
+from ..engine.errors import ConfigurationError, InvalidInput
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TABLE = re.compile(r"[A-Za-z0-9_]{1,64}")

@@ -20,8 +20,8 @@ from typing import IO, Any
 from django.core.files.base import File
 from django.core.files.storage import FileSystemStorage, Storage
 
-from .engine.content_types import check_content_type
-from .engine.errors import InvalidInput
+from ..engine.content_types import check_content_type
+from ..engine.errors import InvalidInput
 
 CHUNK = 1024 * 1024  # bytes read from a body, and written to the storage, at a time
 MAX_KEY_LENGTH = 400  # the stored key (prefix included) must fit Artifact.storage_key (500)

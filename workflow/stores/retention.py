@@ -29,7 +29,7 @@ from django.db import connections, transaction
 from django.db.models import Min
 from django.utils import timezone
 
-from .models import Artifact, Dependency, Event, Lease, Record, Run, Step
+from ..models import Artifact, Dependency, Event, Lease, Record, Run, Step
 
 DEFAULT_BATCH_SIZE = 500
 ORPHAN_MIN_AGE = timedelta(hours=1)
@@ -113,13 +113,13 @@ class _Tally:
 
 
 def _settings_database() -> str:
-    from .conf import workflow_settings
+    from ..conf import workflow_settings
 
     return workflow_settings().get("DATABASE", "default")
 
 
 def _settings_store() -> Any:
-    from .conf import artifact_store
+    from ..conf import artifact_store
 
     return artifact_store()
 

@@ -1,0 +1,303 @@
+"""Claiming ready steps under fenced leases, within queue caps, rate limits and pauses."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..engine.store import ClaimResult
+from ..engine.values import (
+    ClaimedStep,
+    ClaimRequest,
+    ErrorInfo,
+    LeaseInfo,
+    Outcome,
+    RetryPolicy,
+    StepState,
+)
+from .rows import (
+    _chunks,
+    _lease_token,
+    _loads,
+    _marks,
+    log,
+)
+
+
+class ClaimStore:
+    """Claiming ready steps under fenced leases, within queue caps, rate limits and pauses."""
+
+    # -- claim --------------------------------------------------------------------------------
+    def _claim(self, cursor: Any, req: ClaimRequest, now: datetime) -> tuple[ClaimResult, list[Outcome]]:
+        """Claim up to ``req.limit`` due steps; return them and the outcomes of rows that cannot run.
+
+        Queue rows are locked in one global order (by name) whatever the rotated claim order, so
+        two claims can never wait on each other's queue rows: a deadlock there cost whole commits.
+        """
+        queues = self._queue_rows(cursor)
+        wanted = list(req.queues or sorted(queues))
+        paused = [n for n in wanted if n in queues and queues[n][5]]
+        names = [n for n in wanted if n not in paused]
+        if names:
+            self._round_robin = (self._round_robin + 1) % len(names)
+            names = names[self._round_robin :] + names[: self._round_robin]
+        sites = ["", req.site] if req.site else [""]
+        claim_sql = self.claim_sql(len(sites))
+        remaining = req.limit
+        lease_now = self._locked_now(req, now) if not self.is_postgres else now  # SQLite: BEGIN IMMEDIATE holds the lock
+        limited_names = sorted(n for n in names if n in queues and (queues[n][1] is not None or queues[n][2] is not None))
+        # Two or more limited queues: lock them all now, in name order. A single one is locked only
+        # if the claim reaches it, so a claim filled by other queues does not wait for its row.
+        limited = self._lock_limited_queues(cursor, limited_names) if len(limited_names) > 1 else {}
+        rows: list[tuple[Any, ...]] = []
+        hints: list[float] = []
+        blocked: list[tuple[str, str]] = [(n, "paused") for n in paused]
+        open_names: list[str] = []  # queues that could start a step now: their due time sets the wake-up
+        for name in names:
+            if remaining <= 0:
+                open_names.append(name)
+                continue
+            allowance = remaining
+            tokens = 0.0
+            if name in limited_names:
+                if name not in limited:
+                    limited.update(self._lock_limited_queues(cursor, [name]))
+                if name not in limited:
+                    continue  # its row was deleted meanwhile
+                allowance, tokens, hint, claim_now, reason = self._queue_allowance(
+                    cursor, limited[name], name, allowance, now, req
+                )
+                lease_now = max(lease_now, claim_now)
+                if allowance <= 0:
+                    blocked.append((name, reason))
+                    if hint is not None:
+                        hints.append(hint)
+                    continue
+            open_names.append(name)
+            cursor.execute(claim_sql, [name, self._dt(now), *sites, allowance])
+            got = cursor.fetchall()
+            if name in limited and limited[name][1] is not None and got:
+                cursor.execute("UPDATE workflow_queue SET tokens = %s WHERE name = %s", [tokens - len(got), name])
+            rows.extend(got)
+            remaining -= len(got)
+        claimed, unreadable = self._lease(cursor, rows, req, lease_now) if rows else ((), [])
+        if blocked:
+            self._throttle_events(cursor, blocked, queues, now, sites)
+        wake_in: float | None = 0.0
+        if remaining > 0:
+            # Only queues that can start a step now count: a due step behind a full cap, an empty
+            # bucket or a pause waits for its queue's hint, or for the poll (a worker must not spin).
+            wake_in = self._next_due(cursor, open_names, sites, now)
+            if hints:
+                wake_in = min(hints + ([wake_in] if wake_in is not None else []))
+        return ClaimResult(steps=claimed, wake_in=wake_in), unreadable
+
+    def _lock_limited_queues(self, cursor: Any, names: list[str]) -> dict[str, tuple[Any, ...]]:
+        """Lock the rows of these (sorted) limited queues in one statement, in name order."""
+        if not names:
+            return {}
+        cursor.execute(
+            "SELECT name, max_workers, rate, per_seconds, burst, tokens, refilled_at FROM workflow_queue"
+            f" WHERE name IN ({_marks(len(names))}) ORDER BY name" + self._lock_suffix(),
+            names,
+        )
+        return {r[0]: r[1:] for r in cursor.fetchall()}
+
+    THROTTLE_EVENT_SECONDS = 60.0  # at most one queue_throttled event per queue and reason this often
+
+    def _throttle_events(
+        self, cursor: Any, blocked: list[tuple[str, str]], queues: Mapping[str, tuple[Any, ...]], now: datetime,
+        sites: list[str],
+    ) -> None:
+        """Write ``queue_throttled`` for queues holding back due steps, at most once a minute each.
+
+        A process-local timer keeps the check off most claims; the last such event in the database
+        decides across processes (a limited queue's row is locked here, so two claims cannot both
+        write one).
+        """
+        clock = time.monotonic()
+        events = []
+        for name, reason in blocked:
+            key = (name, reason)
+            if clock < self._throttle_checked.get(key, 0.0):
+                continue
+            self._throttle_checked[key] = clock + 5.0  # nothing waits: look again in a few seconds
+            cursor.execute(
+                "SELECT 1 FROM workflow_step WHERE state = 'ready' AND queue = %s AND available_at <= %s"
+                f" AND site IN ({_marks(len(sites))}) LIMIT 1",
+                [name, self._dt(now), *sites],
+            )
+            if cursor.fetchone() is None:
+                continue
+            self._throttle_checked[key] = clock + self.THROTTLE_EVENT_SECONDS
+            since = now - timedelta(seconds=self.THROTTLE_EVENT_SECONDS)
+            cursor.execute(
+                "SELECT payload FROM workflow_event WHERE kind = 'queue_throttled' AND queue = %s AND created_at > %s"
+                " ORDER BY id DESC LIMIT 10",
+                [name, self._dt(since)],
+            )
+            if any((_loads(p) or {}).get("reason") == reason for (p,) in cursor.fetchall()):
+                continue
+            row = queues.get(name)
+            max_workers, rate, per_seconds = (row[1], row[2], row[3]) if row else (None, None, None)
+            message = {
+                "at_cap": f"queue {name} is at its cap of {max_workers} running steps; due steps wait for a slot",
+                "rate_limited": f"queue {name} is rate limited to {rate} per {per_seconds}s; due steps wait for a token",
+                "paused": f"queue {name} is paused; due steps wait until it is resumed",
+            }[reason]
+            events.append(self._event_row(now, "queue_throttled", severity="info", queue=name, message=message,
+                                          payload={"reason": reason}))
+        self._insert_events(cursor, events)
+
+    def claim_sql(self, site_count: int) -> str:
+        """The claim query: oldest due ready steps of one queue, read through the ready-only index.
+
+        SQLite is told the index (``INDEXED BY``): after an ANALYZE taken while every row was
+        ready it would otherwise scan history. PostgreSQL skips rows other workers are claiming.
+        """
+        index_hint = "" if self.is_postgres else " INDEXED BY step_ready_idx"
+        skip_locked = " FOR UPDATE SKIP LOCKED" if self.is_postgres else ""
+        return (
+            "SELECT id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt,"
+            f" timeout_seconds FROM workflow_step{index_hint} WHERE state = 'ready' AND queue = %s AND available_at <= %s"
+            f" AND site IN ({_marks(site_count)}) ORDER BY priority DESC, available_at, id LIMIT %s{skip_locked}"
+        )
+
+    def _retry_policy(self, raw: Any) -> RetryPolicy:
+        """Parse a step's retry policy once per distinct JSON text: a run's steps mostly share one."""
+        policy = self._policies.get(raw)
+        if policy is None:
+            if len(self._policies) > 1000:
+                self._policies.clear()
+            policy = self._policies[raw] = RetryPolicy.from_json(_loads(raw))
+        return policy
+
+    def _retry_policy_or_default(self, raw: Any) -> RetryPolicy:
+        """A reclaim must end even a step whose stored policy cannot be read."""
+        try:
+            return self._retry_policy(raw)
+        except Exception:
+            return RetryPolicy()
+
+    @staticmethod
+    def _locked_now(req: ClaimRequest, now: datetime) -> datetime:
+        return max(now, req.clock()) if req.clock else now
+
+    def _queue_allowance(
+        self, cursor: Any, row: tuple[Any, ...], name: str, wanted: int, now: datetime, req: ClaimRequest
+    ) -> tuple[int, float, float | None, datetime, str]:
+        """For a limited queue whose row we hold locked, return (steps it may start, tokens left,
+        wake hint, claim time, what limits it: ``at_cap`` or ``rate_limited``).
+
+        The claim time is never earlier than the bucket's last refill: a worker that waited for
+        the lock must not stamp its leases before the tokens it spends existed.
+        """
+        max_workers, rate, per_seconds, burst, tokens, refilled_at = row
+        now = self._locked_now(req, now)
+        allowance = wanted
+        hint = None
+        reason = "at_cap"
+        if max_workers is not None:
+            cursor.execute(
+                "SELECT COUNT(*), MIN(lease_expires_at) FROM workflow_step WHERE state = 'running' AND queue = %s",
+                [name],
+            )
+            running, first_expiry = cursor.fetchone()
+            allowance = min(allowance, max_workers - running)
+            if allowance <= 0:
+                # A slot frees when a step commits (its worker, or NOTIFY, wakes us) or its lease expires.
+                expiry = self._parse_dt(first_expiry)
+                seconds = (expiry - now).total_seconds() if expiry else 0.0
+                hint = seconds if seconds > 0 else 0.5
+        last = self._parse_dt(refilled_at)
+        if last is not None and last > now:
+            now = last
+        if rate is not None:
+            per_second = rate / per_seconds
+            elapsed = (now - last).total_seconds() if last else math.inf
+            tokens = min(float(burst), (tokens or 0.0) + elapsed * per_second)
+            cursor.execute(
+                "UPDATE workflow_queue SET tokens = %s, refilled_at = %s WHERE name = %s", [tokens, self._dt(now), name]
+            )
+            if tokens < 1 and allowance > 0:
+                reason = "rate_limited"
+                hint = (1 - tokens) / per_second
+            allowance = min(allowance, int(math.floor(tokens)))
+        return allowance, tokens, hint, now, reason
+
+    def _next_due(self, cursor: Any, names: list[str], sites: list[str], now: datetime) -> float | None:
+        if not names:
+            return None
+        cursor.execute(
+            f"SELECT MIN(available_at) FROM workflow_step WHERE state = 'ready' AND queue IN ({_marks(len(names))})"
+            f" AND site IN ({_marks(len(sites))})",
+            [*names, *sites],
+        )
+        due = self._parse_dt(cursor.fetchone()[0])
+        if due is None:
+            return None
+        return max((due - now).total_seconds(), 0.0)
+
+    def _lease(
+        self, cursor: Any, rows: list[tuple[Any, ...]], req: ClaimRequest, now: datetime
+    ) -> tuple[tuple[ClaimedStep, ...], list[Outcome]]:
+        """Lease the claimed rows; return the runnable steps and failed outcomes for unreadable rows.
+
+        A row that cannot be turned into a ``ClaimedStep`` (a retry policy or input no code can
+        read) fails permanently with ``invalid_step``, in this transaction: one bad row must not
+        stop every claim of every worker.
+        """
+        expires = now + req.lease_duration
+        now_db, expires_db = self._dt(now), self._dt(expires)
+        claimed: list[ClaimedStep] = []
+        unreadable: list[Outcome] = []
+        step_updates, lease_rows, events = [], [], []
+        starting = len(rows) if req.start_now is None else req.start_now
+        for pk, run_id, step_id, kind, queue, site, raw_input, metadata, parent, retry, attempt, timeout in rows:
+            token = _lease_token()
+            attempt += 1
+            awaiting = None if len(step_updates) < starting else now_db  # the rest wait for a thread
+            step_updates.append((token, req.worker_id, expires_db, now_db, awaiting, now_db, pk))
+            lease_rows.append((pk, run_id, attempt, req.worker_id, token, now_db, expires_db))
+            events.append(self._event_row(now, "step_claimed", severity="debug", run_id=run_id, step_id=step_id,
+                                          queue=queue, worker_id=req.worker_id, payload={"attempt": attempt}))
+            lease = LeaseInfo(token=token, worker_id=req.worker_id, attempt=attempt, claimed_at=now, expires_at=expires)
+            try:
+                claimed.append(ClaimedStep(
+                    pk=pk, run_id=run_id, step_id=step_id, kind=kind, queue=queue, site=site,
+                    input=_loads(raw_input), metadata=_loads(metadata) or {}, parent_id=parent,
+                    retry=self._retry_policy(retry), lease=lease,
+                    timeout=None if timeout is None else timedelta(seconds=timeout),
+                ))
+            except Exception as exc:
+                log.error("unreadable step failed run=%s step=%s error=%s: %s", run_id, step_id, type(exc).__name__, exc)
+                step = ClaimedStep(pk=pk, run_id=run_id, step_id=step_id, kind=kind, queue=queue, site=site, input=None,
+                                   metadata={}, parent_id=parent, retry=RetryPolicy(max_attempts=1), lease=lease)
+                error = ErrorInfo(code="invalid_step", retryable=False,
+                                  message=f"the stored step cannot be read: {type(exc).__name__}: {exc}")
+                unreadable.append(Outcome(step=step, next_state=StepState.FAILED, error=error, started_at=now,
+                                          finished_at=now, lease_outcome="failed"))
+        cursor.executemany(
+            "UPDATE workflow_step SET state = 'running', attempt = attempt + 1, lease_token = %s, lease_owner = %s,"
+            " lease_expires_at = %s, started_at = COALESCE(started_at, %s), awaiting_thread_since = %s,"
+            " updated_at = %s"
+            " WHERE id = %s",
+            step_updates,
+        )
+        cursor.executemany(
+            "INSERT INTO workflow_lease (step_id, run_id, attempt, worker_id, token, claimed_at, expires_at, outcome,"
+            " error_code, error_message, log) VALUES (%s, %s, %s, %s, %s, %s, %s, '', '', '', '')",
+            lease_rows,
+        )
+        self._insert_events(cursor, events)
+        run_ids = sorted({c.run_id for c in claimed})
+        for chunk in _chunks(run_ids):
+            cursor.execute(
+                f"UPDATE workflow_run SET state = 'running', started_at = %s, updated_at = %s"
+                f" WHERE id IN ({_marks(len(chunk))}) AND state = 'pending'",
+                [now_db, now_db, *chunk],
+            )
+        return tuple(claimed), unreadable

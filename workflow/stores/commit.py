@@ -1,0 +1,340 @@
+"""Committing attempts: fencing, results, children, records, artifacts, dependents, run states."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from ..engine.builder import validate_graph
+from ..engine.errors import InvalidGraph
+from ..engine.store import ClaimResult
+from ..engine.values import (
+    TERMINAL_STEP_STATES,
+    ClaimRequest,
+    CommitReport,
+    ErrorInfo,
+    Outcome,
+    RunState,
+    StepSpec,
+    StepState,
+)
+from .rows import (
+    _chunks,
+    _dumps,
+    _marks,
+)
+
+
+class CommitStore:
+    """Committing attempts: fencing, results, children, records, artifacts, dependents, run states."""
+
+    # -- commit ----------------------------------------------------------------------------
+    def complete_and_claim(
+        self, outcomes: Sequence[Outcome], claim: ClaimRequest | None, now: datetime
+    ) -> tuple[CommitReport, ClaimResult]:
+        # Lock order, the same in every transaction so concurrent workers cannot deadlock:
+        # own steps -> dependents (sorted) -> queue rows -> run rows. So runs settle last.
+        with self._transaction() as cursor:
+            report, touched = self._commit(cursor, outcomes, now) if outcomes else (CommitReport(), [])
+            claimed, unreadable = self._claim(cursor, claim, now) if claim else (ClaimResult(steps=(), wake_in=None), [])
+            if unreadable:  # rows that cannot become a ClaimedStep fail alone; the claim goes on
+                failed, runs = self._commit(cursor, unreadable, now)
+                report = replace(report, committed=report.committed + failed.committed,
+                                 failed=report.failed + failed.failed, made_ready=report.made_ready + failed.made_ready)
+                touched = sorted({*touched, *runs})
+            if touched:
+                report = replace(report, runs_finished=tuple(self._settle_runs(cursor, touched, now)))
+        return report, claimed
+
+    def _commit(self, cursor: Any, outcomes: Sequence[Outcome], now: datetime) -> tuple[CommitReport, list[str]]:
+        """Apply the outcomes still holding their lease; return the report and the runs to settle."""
+        now_db = self._dt(now)
+        live: set[tuple[int, str]] = set()
+        pks = sorted({o.step.pk for o in outcomes})
+        for chunk in _chunks(pks):
+            cursor.execute(
+                f"SELECT id, lease_token, lease_expires_at FROM workflow_step WHERE id IN ({_marks(len(chunk))})"
+                " AND state = 'running' ORDER BY id" + self._lock_suffix(),
+                list(chunk),
+            )
+            for pk, token, expires in cursor.fetchall():
+                expired = (self._parse_dt(expires) or now) < now
+                live.add((pk, token, expired))  # type: ignore[arg-type]
+        valid: list[Outcome] = []
+        fenced: list[Outcome] = []
+        for outcome in outcomes:
+            key = (outcome.step.pk, outcome.step.lease.token)
+            reclaim = outcome.lease_outcome == "expired"
+            if (*key, False) in live or (reclaim and (*key, True) in live):
+                valid.append(outcome)
+            else:
+                fenced.append(outcome)
+        resolved: dict[str, tuple[list[StepSpec], dict[str, tuple[int, str]]]] = {}
+        valid = [self._with_children_checked(cursor, o, resolved) for o in valid]
+        events: list[tuple[Any, ...]] = []
+        step_updates, lease_updates = [], []
+        succeeded = retried = failed = 0
+        for o in valid:
+            state = o.next_state
+            terminal = state in TERMINAL_STEP_STATES
+            error = o.error.to_json() if o.error else None
+            step_updates.append((
+                str(state), _dumps(o.result) if state == StepState.SUCCEEDED else None, _dumps(error),
+                self._dt(o.available_at or now), now_db if terminal else None, now_db, o.step.pk,
+            ))
+            lease_updates.append((
+                now_db, o.lease_outcome or str(state), o.error.code if o.error else "",
+                o.error.message[:10000] if o.error else "", o.log, self._dt(o.started_at), o.step.lease.token,
+            ))
+            events.append(self._outcome_event(o, now))
+            if state == StepState.SUCCEEDED:
+                succeeded += 1
+            elif state == StepState.READY:
+                retried += 1
+            else:
+                failed += 1
+        if step_updates:
+            cursor.executemany(
+                "UPDATE workflow_step SET state = %s, result = %s, error = %s, available_at = %s, finished_at = %s,"
+                " updated_at = %s, lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE id = %s",
+                step_updates,
+            )
+            cursor.executemany(
+                "UPDATE workflow_lease SET released_at = %s, outcome = %s, error_code = %s, error_message = %s,"
+                " log = %s, started_at = %s WHERE token = %s",
+                lease_updates,
+            )
+        already = self._already_committed(cursor, fenced)
+        for o in fenced:
+            if o.lease_outcome == "expired" or o.step.lease.token in already:
+                # The worker committed first (a reclaim lost the race), or this very commit went
+                # through before the connection dropped and is being retried: nothing to reject.
+                continue
+            events.append(self._event_row(
+                now, "commit_rejected", severity="warning", run_id=o.step.run_id, step_id=o.step.step_id,
+                queue=o.step.queue, worker_id=o.step.lease.worker_id,
+                message="late commit discarded: the lease had expired, was revoked, or the run was canceled",
+                payload={"attempt": o.step.attempt, "token": o.step.lease.token, "would_be": str(o.next_state)},
+            ))
+            cursor.execute(
+                "UPDATE workflow_lease SET log = %s, released_at = COALESCE(released_at, %s),"
+                " outcome = CASE WHEN outcome = '' THEN 'discarded' ELSE outcome END WHERE token = %s",
+                [o.log, now_db, o.step.lease.token],
+            )
+        made_ready = 0
+        for o in valid:
+            if o.next_state == StepState.SUCCEEDED:
+                made_ready += self._write_products(cursor, o, now, resolved.get(o.step.lease.token))
+        made_ready += self._release_dependents(cursor, valid, now)
+        self._insert_events(cursor, events)
+        if made_ready or any(o.step.queue in self._capped_queues for o in valid):
+            self._notify(cursor)  # steps became ready, or a capped queue has a free slot
+        rejected = frozenset(
+            o.step.lease.token for o in fenced if o.lease_outcome != "expired" and o.step.lease.token not in already
+        )
+        report = CommitReport(
+            committed=len(valid),
+            discarded=len(rejected),
+            rejected=rejected,
+            succeeded=succeeded, retried=retried, failed=failed, made_ready=made_ready,
+        )
+        return report, sorted({o.step.run_id for o in valid})
+
+    @staticmethod
+    def _already_committed(cursor: Any, fenced: Sequence[Outcome]) -> set[str]:
+        """Tokens whose lease row already records this very outcome (a retried, applied commit)."""
+        wanted = {o.step.lease.token: o.lease_outcome for o in fenced if o.lease_outcome != "expired"}
+        found: set[str] = set()
+        tokens = sorted(wanted)
+        for chunk in _chunks(tokens):
+            cursor.execute(f"SELECT token, outcome FROM workflow_lease WHERE token IN ({_marks(len(chunk))})", list(chunk))
+            found.update(token for token, outcome in cursor.fetchall() if outcome and outcome == wanted[token])
+        return found
+
+    def _outcome_event(self, o: Outcome, now: datetime) -> tuple[Any, ...]:
+        step = o.step
+        payload: dict[str, Any] = {"attempt": step.attempt, "max_attempts": step.retry.max_attempts}
+        if o.started_at and o.finished_at:
+            payload["duration_ms"] = round((o.finished_at - o.started_at).total_seconds() * 1000, 3)
+        if o.error:
+            payload.update(code=o.error.code, message=o.error.message[:2000], retryable=o.error.retryable)
+        if o.next_state == StepState.SUCCEEDED:
+            kind, severity, message = "step_succeeded", "info", "step succeeded"
+            if o.children:
+                payload["emitted"] = len(o.children)
+        elif o.next_state == StepState.READY:
+            payload["next_attempt_at"] = o.available_at.isoformat() if o.available_at else None
+            kind = "lease_expired" if o.lease_outcome == "expired" else "step_retrying"
+            severity, message = "warning", f"attempt {step.attempt} failed with {o.error.code if o.error else '?'}; will retry"
+        else:
+            kind = "lease_expired" if o.lease_outcome == "expired" else "step_failed"
+            severity, message = "error", f"step failed with {o.error.code if o.error else '?'}"
+        return self._event_row(now, kind, severity=severity, run_id=step.run_id, step_id=step.step_id,
+                               queue=step.queue, worker_id=step.lease.worker_id, message=message, payload=payload)
+
+    def _with_children_checked(self, cursor: Any, o: Outcome, resolved: dict[str, Any]) -> Outcome:
+        """Check emitted children against the run; a bad graph fails the step, never the worker."""
+        if o.next_state != StepState.SUCCEEDED or not o.children:
+            return o
+        try:
+            resolved[o.step.lease.token] = self._resolve_children(cursor, o)
+        except InvalidGraph as exc:
+            error = ErrorInfo(code="invalid_graph", message=str(exc), retryable=False)
+            return Outcome(step=o.step, next_state=StepState.FAILED, error=error, log=o.log, started_at=o.started_at,
+                           finished_at=o.finished_at, lease_outcome="failed")
+        return o
+
+    def _resolve_children(self, cursor: Any, o: Outcome) -> tuple[list[StepSpec], dict[str, tuple[int, str]]]:
+        run_id = o.step.run_id
+        children = list(o.children)
+        wanted = {c.id for c in children} | {d.step_id for c in children for d in c.depends_on}
+        dedup_keys = {c.dedup_key for c in children if c.dedup_key}
+        existing: dict[str, tuple[int, str]] = {}
+        by_dedup: dict[str, str] = {}
+        names = sorted(wanted)
+        for chunk in _chunks(names):
+            cursor.execute(
+                f"SELECT id, step_id, state, dedup_key FROM workflow_step WHERE run_id = %s AND step_id IN"
+                f" ({_marks(len(chunk))})" + self._lock_suffix("SHARE"),
+                [run_id, *chunk],
+            )
+            for pk, sid, state, dedup in cursor.fetchall():
+                existing[sid] = (pk, state)
+                if dedup:
+                    by_dedup[dedup] = sid
+        keys = sorted(dedup_keys - set(by_dedup))
+        for chunk in _chunks(keys):
+            cursor.execute(
+                f"SELECT id, step_id, state, dedup_key FROM workflow_step WHERE run_id = %s AND dedup_key IN"
+                f" ({_marks(len(chunk))})" + self._lock_suffix("SHARE"),
+                [run_id, *chunk],
+            )
+            for pk, sid, state, dedup in cursor.fetchall():
+                existing[sid] = (pk, state)
+                by_dedup[dedup] = sid
+        # A child whose dedup key already exists in the run is the existing step: skip it.
+        alias: dict[str, str] = {}
+        fresh: list[StepSpec] = []
+        for child in children:
+            if child.dedup_key and child.dedup_key in by_dedup:
+                alias[child.id] = by_dedup[child.dedup_key]
+            else:
+                fresh.append(child)
+        if alias:
+            from ..engine.values import Dependency as Dep
+
+            fresh = [
+                replace(c, depends_on=tuple(Dep(step_id=alias.get(d.step_id, d.step_id), required=d.required)
+                                            for d in c.depends_on))
+                for c in fresh
+            ]
+        validate_graph(fresh, existing=set(existing))
+        return fresh, existing
+
+    def _write_products(self, cursor: Any, o: Outcome, now: datetime, children: Any) -> int:
+        """Insert the (resolved) children, records and artifacts of a succeeded attempt.
+
+        Returns how many children were inserted ready.
+        """
+        made_ready = 0
+        now_db = self._dt(now)
+        if children:
+            fresh, existing = children
+            if fresh:
+                self._ensure_queues(cursor, {c.queue for c in fresh}, now)
+                made_ready = self._insert_steps(cursor, o.step.run_id, fresh, existing=existing, now=now)
+        if o.records:
+            cursor.executemany(
+                'INSERT INTO workflow_record (collection, "key", data, run_id, step_id, updated_at)'
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (collection, \"key\") DO UPDATE SET data = excluded.data,"
+                " run_id = excluded.run_id, step_id = excluded.step_id, updated_at = excluded.updated_at",
+                [(r.collection, r.key, _dumps(r.data), o.step.run_id, o.step.step_id, now_db) for r in o.records],
+            )
+        if o.artifacts:
+            cursor.executemany(
+                "INSERT INTO workflow_artifact (id, run_id, step_id, name, kind, content_type, size, sha256, body,"
+                " storage_key, metadata, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [(a.id, o.step.run_id, o.step.pk, a.name, a.kind, a.content_type, a.size, a.sha256, a.body,
+                  a.storage_key, _dumps(dict(a.metadata)), now_db) for a in o.artifacts],
+            )
+        return made_ready
+
+    def _release_dependents(self, cursor: Any, valid: Sequence[Outcome], now: datetime) -> int:
+        """Satisfy edges out of steps that just ended; dependents with none left become ready."""
+        succeeded = sorted(o.step.pk for o in valid if o.next_state == StepState.SUCCEEDED)
+        ended = sorted(o.step.pk for o in valid if o.next_state in (StepState.FAILED, StepState.CANCELED))
+        counts: Counter[int] = Counter()
+        for pks, only_optional in ((succeeded, False), (ended, True)):
+            for chunk in _chunks(pks):
+                cursor.execute(
+                    "UPDATE workflow_dependency SET satisfied = %s WHERE satisfied = %s"
+                    + (" AND required = %s" if only_optional else "")
+                    + f" AND depends_on_id IN ({_marks(len(chunk))}) RETURNING step_id",
+                    [True, False, *([False] if only_optional else []), *chunk],
+                )
+                counts.update(r[0] for r in cursor.fetchall())
+        if not counts:
+            return 0
+        dependents = sorted(counts)  # a fixed lock order: concurrent commits cannot deadlock here
+        cursor.executemany(
+            "UPDATE workflow_step SET pending_deps = pending_deps - %s WHERE id = %s",
+            [(counts[pk], pk) for pk in dependents],
+        )
+        made_ready = 0
+        now_db = self._dt(now)
+        for chunk in _chunks(dependents):
+            cursor.execute(
+                "UPDATE workflow_step SET state = 'ready', available_at = %s, updated_at = %s"
+                f" WHERE id IN ({_marks(len(chunk))}) AND state = 'pending' AND pending_deps = 0",
+                [now_db, now_db, *chunk],
+            )
+            made_ready += cursor.rowcount
+        return made_ready
+
+    def _settle_runs(self, cursor: Any, run_ids: Sequence[str], now: datetime) -> list[str]:
+        """Recompute each touched run's state from a few index probes (not a scan of its steps).
+
+        On PostgreSQL the run row is locked first, so two workers committing a run's last steps
+        at once cannot both miss that it ended.
+        """
+        finished: list[str] = []
+        now_db = self._dt(now)
+        events = []
+        for run_id in run_ids:
+            cursor.execute("SELECT state FROM workflow_run WHERE id = %s" + self._lock_suffix(), [run_id])
+            row = cursor.fetchone()
+            if row is None or row[0] == RunState.CANCELED:
+                continue
+            cursor.execute(
+                "SELECT"
+                " EXISTS(SELECT 1 FROM workflow_step WHERE run_id = %s AND state = 'ready'),"
+                " EXISTS(SELECT 1 FROM workflow_step WHERE run_id = %s AND state = 'running'),"
+                " EXISTS(SELECT 1 FROM workflow_step WHERE run_id = %s AND state = 'pending'),"
+                " EXISTS(SELECT 1 FROM workflow_step WHERE run_id = %s AND state = 'failed')",
+                [run_id] * 4,
+            )
+            ready, running, pending, failed = (bool(v) for v in cursor.fetchone())
+            if ready or running:
+                state = RunState.RUNNING
+            elif failed or pending:
+                state = RunState.FAILED  # blocked: nothing can move until an operator retries
+            else:
+                state = RunState.SUCCEEDED
+            if state == row[0]:
+                continue
+            terminal = state.is_terminal
+            cursor.execute(
+                "UPDATE workflow_run SET state = %s, finished_at = %s, updated_at = %s WHERE id = %s",
+                [str(state), now_db if terminal else None, now_db, run_id],
+            )
+            if terminal:
+                finished.append(run_id)
+                events.append(self._event_row(
+                    now, f"run_{state}", severity="error" if state == RunState.FAILED else "info", run_id=run_id,
+                    message=f"run {state}",
+                ))
+        self._insert_events(cursor, events)
+        return finished

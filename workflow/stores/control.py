@@ -1,0 +1,191 @@
+"""Operator and fleet control: queues, pause, retry, cancel, worker registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from django.db import (
+    transaction,
+)
+
+from ..engine.errors import InvalidState, NotFound
+from ..engine.store import WorkerInfo
+from ..engine.values import (
+    QueueConfig,
+    RunState,
+    StepState,
+)
+from ..models import Queue, Run, Step, Worker
+from .rows import (
+    log,
+)
+
+
+class ControlStore:
+    """Operator and fleet control: queues, pause, retry, cancel, worker registry."""
+
+    # -- queues -----------------------------------------------------------------------------
+    def _ensure_queues(self, cursor: Any, names: Iterable[str], now: datetime) -> None:
+        missing = set(names) - self._known_queues
+        if not missing:
+            return
+        Queue.objects.using(self.using).bulk_create(
+            [Queue(name=n, updated_at=now) for n in sorted(missing)], ignore_conflicts=True
+        )
+        self._remember_queues(missing)
+
+    def _remember_queues(self, names: set[str]) -> None:
+        """Add to the known-queues cache once the current transaction commits (never if it rolls back)."""
+        known = self._known_queues
+        transaction.on_commit(lambda: known.update(names), using=self.using)
+
+    def configure_queues(self, queues: Mapping[str, QueueConfig], now: datetime, *, actor: str = "") -> None:
+        with self._transaction() as cursor:
+            for name, config in queues.items():
+                rate = config.rate_limit
+                row, created = Queue.objects.using(self.using).get_or_create(
+                    name=name, defaults={"updated_at": now, "tokens": float(rate.burst) if rate else 0.0}
+                )
+                row.max_workers = config.max_workers
+                row.rate = rate.rate if rate else None
+                row.per_seconds = rate.per.total_seconds() if rate else 1.0
+                row.burst = rate.burst if rate else 1
+                row.tokens = min(row.tokens, float(row.burst)) if not created else row.tokens
+                row.updated_at = now
+                row.save(using=self.using)
+                self._remember_queues({name})
+                if actor:
+                    self._insert_events(cursor, [self._event_row(
+                        now, "queue_configured", queue=name, actor=actor,
+                        message=f"queue {name} set to max_workers={config.max_workers}, rate={row.rate}/{row.per_seconds}s"
+                                f" burst={row.burst} by {actor}",
+                    )])
+
+    def set_queue_paused(self, name: str, paused: bool, *, actor: str, now: datetime) -> None:
+        with self._transaction() as cursor:
+            updated = Queue.objects.using(self.using).filter(name=name).update(paused=paused, updated_at=now)
+            if not updated:
+                raise NotFound(f"queue {name!r} does not exist")
+            verb = "paused" if paused else "resumed"
+            if not paused:
+                self._notify(cursor)
+            self._insert_events(cursor, [self._event_row(
+                now, f"queue_{verb}", severity="warning" if paused else "info", queue=name, actor=actor,
+                message=f"queue {name} {verb}" + (f" by {actor}" if actor else ""),
+            )])
+
+    def adopt_queues(self, now: datetime) -> list[str]:
+        """Create the queue row of every queue that holds ready steps but has none; return their names.
+
+        Every insert of a step creates its queue row in the same transaction, so this finds only
+        steps stranded by older versions (or rows written by hand): an all-queues worker claims by
+        the queue table, and would otherwise never look at them. One pass over the ready-only index.
+        """
+        with self._transaction() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT queue FROM workflow_step WHERE state = 'ready'"
+                " AND queue NOT IN (SELECT name FROM workflow_queue)"
+            )
+            missing = sorted(r[0] for r in cursor.fetchall())
+            if missing:
+                Queue.objects.using(self.using).bulk_create(
+                    [Queue(name=n, updated_at=now) for n in missing], ignore_conflicts=True
+                )
+                log.warning("created queue rows for ready steps no worker saw: %s", ", ".join(missing))
+        return missing
+
+    def _queue_rows(self, cursor: Any) -> dict[str, tuple[Any, ...]]:
+        cursor.execute("SELECT name, max_workers, rate, per_seconds, burst, paused, tokens, refilled_at FROM workflow_queue")
+        rows = {r[0]: r for r in cursor.fetchall()}
+        new = set(rows) - self._known_queues
+        if new:
+            self._remember_queues(new)
+        self._capped_queues = {name for name, r in rows.items() if r[1] is not None}
+        return rows
+
+    # -- operator actions -------------------------------------------------------------------
+    def retry_step(self, run_id: str, step_id: str, *, actor: str, now: datetime) -> None:
+        with self._transaction() as cursor:
+            run = Run.objects.using(self.using).filter(pk=run_id).first()
+            if run is None:
+                raise NotFound(f"run {run_id!r} does not exist")
+            step = Step.objects.using(self.using).filter(run_id=run_id, step_id=step_id).first()
+            if step is None:
+                raise NotFound(f"step {step_id!r} does not exist in run {run_id!r}")
+            if step.state != StepState.FAILED:
+                raise InvalidState(f"step {step_id!r} is {step.state}; only a failed step can be retried")
+            if run.state == RunState.CANCELED:
+                raise InvalidState(f"run {run_id!r} is canceled; its steps cannot be retried")
+            # The budget resets, the numbering does not: the next lease is attempt N+1, and the
+            # policy (read by every claim) now allows its own max_attempts more from here.
+            policy = dict(step.retry or {})
+            budget = int(policy.get("budget", policy.get("max_attempts", step.max_attempts)))
+            policy.update(budget=budget, max_attempts=step.attempt + budget)
+            Step.objects.using(self.using).filter(pk=step.pk, state=StepState.FAILED).update(
+                state=StepState.READY, max_attempts=step.attempt + budget, retry=policy, available_at=now,
+                started_at=None, finished_at=None, updated_at=now,
+            )
+            if run.state != RunState.RUNNING:
+                Run.objects.using(self.using).filter(pk=run_id).update(
+                    state=RunState.RUNNING, finished_at=None, updated_at=now
+                )
+            self._notify(cursor)
+            self._insert_events(cursor, [self._event_row(
+                now, "step_retried", severity="info", run_id=run_id, step_id=step_id, queue=step.queue, actor=actor,
+                message=f"retried by {actor}" if actor else "retried",
+                payload={"previous_error": step.error_code, "next_attempt": step.attempt + 1,
+                         "max_attempts": step.attempt + budget},
+            )])
+
+    def cancel_run(self, run_id: str, *, actor: str, now: datetime) -> int:
+        with self._transaction() as cursor:
+            cursor.execute("SELECT state FROM workflow_run WHERE id = %s" + self._lock_suffix(), [run_id])
+            row = cursor.fetchone()
+            if row is None:
+                raise NotFound(f"run {run_id!r} does not exist")
+            if RunState(row[0]).is_terminal:
+                raise InvalidState(f"run {run_id!r} is already {row[0]}; only an active run can be canceled")
+            now_db = self._dt(now)
+            cursor.execute(
+                "UPDATE workflow_step SET state = 'canceled', lease_token = NULL, lease_owner = NULL,"
+                " lease_expires_at = NULL, finished_at = %s, updated_at = %s"
+                " WHERE run_id = %s AND state IN ('pending', 'ready', 'running')",
+                [now_db, now_db, run_id],
+            )
+            canceled = cursor.rowcount
+            cursor.execute(
+                "UPDATE workflow_lease SET released_at = %s, outcome = 'canceled' WHERE run_id = %s AND released_at IS NULL",
+                [now_db, run_id],
+            )
+            cursor.execute(
+                "UPDATE workflow_run SET state = 'canceled', finished_at = %s, updated_at = %s WHERE id = %s",
+                [now_db, now_db, run_id],
+            )
+            self._insert_events(cursor, [self._event_row(
+                now, "run_canceled", severity="warning", run_id=run_id, actor=actor,
+                message=(f"canceled by {actor}" if actor else "canceled") + f"; {canceled} steps canceled",
+                payload={"steps_canceled": canceled},
+            )])
+        return canceled
+
+    # -- workers ------------------------------------------------------------------------------
+    def register_worker(self, info: WorkerInfo, now: datetime) -> None:
+        Worker.objects.using(self.using).update_or_create(
+            id=info.worker_id,
+            defaults={
+                "host": info.host, "pid": info.pid, "queues": list(info.queues) if info.queues else None,
+                "site": info.site or "", "max_workers": info.max_workers, "running": 0, "started_at": now,
+                "seen_at": now, "stopped_at": None,
+            },
+        )
+        self.record_event("worker_started", worker_id=info.worker_id, now=now,
+                          message=f"worker started on {info.host} (pid {info.pid})")
+
+    def worker_seen(self, worker_id: str, running: int, now: datetime) -> None:
+        Worker.objects.using(self.using).filter(pk=worker_id).update(seen_at=now, running=running)
+
+    def worker_stopped(self, worker_id: str, now: datetime) -> None:
+        Worker.objects.using(self.using).filter(pk=worker_id).update(seen_at=now, running=0, stopped_at=now)
+        self.record_event("worker_stopped", worker_id=worker_id, now=now, message="worker stopped")

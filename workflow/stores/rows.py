@@ -1,0 +1,179 @@
+"""The shared floor of the store: connection, transactions, datetime adaptation, events, NOTIFY."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    transaction,
+)
+from django.utils.dateparse import parse_datetime
+
+from ..engine.errors import StoreConflict, StoreUnavailable
+from ..engine.values import (
+    RetryPolicy,
+)
+
+log = logging.getLogger("workflow.store")
+
+
+CHUNK = 500
+
+
+_EVENT_SQL = (
+    "INSERT INTO workflow_event (created_at, kind, severity, run_id, step_id, queue, worker_id, actor, message, payload)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _marks(n: int) -> str:
+    return ", ".join(["%s"] * n)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _lease_token() -> str:
+    """A unique fencing token that sorts by time: its unique index grows at the right edge, so
+    inserting one stays cheap however many leases history holds (a random uuid4 would land on
+    a random page of that index)."""
+    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
+
+
+# SQLSTATEs of a transaction the server rolled back to let another one through.
+_CONFLICT_SQLSTATES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) in _CONFLICT_SQLSTATES
+
+
+def _loads(value: Any) -> Any:
+    if isinstance(value, (str, bytes, bytearray)):
+        return json.loads(value)
+    return value
+
+
+class StoreFloor:
+    """The shared floor of the store: connection, transactions, datetime adaptation, events, NOTIFY."""
+
+    def __init__(self, using: str = "default") -> None:
+        self.using = using
+        # Queue rows known to exist; changed only once the transaction that made them commits.
+        self._known_queues: set[str] = set()
+        self._capped_queues: set[str] = set()  # a hint for NOTIFY when a commit frees a slot
+        self._throttle_checked: dict[tuple[str, str], float] = {}
+        self._round_robin = 0
+        self._dt_memo: tuple[Any, Any] = (None, None)
+        self._policies: dict[Any, RetryPolicy] = {}
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def connection(self) -> Any:
+        return connections[self.using]
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.connection.vendor == "postgresql"
+
+    def _dt(self, value: datetime | None) -> Any:
+        """A datetime as the database driver takes it; the last one is memoised (``now`` repeats)."""
+        if value is None:
+            return None
+        memo = self._dt_memo
+        if memo[0] is value:
+            return memo[1]
+        adapted = self.connection.ops.adapt_datetimefield_value(value)
+        self._dt_memo = (value, adapted)
+        return adapted
+
+    @staticmethod
+    def _parse_dt(value: Any) -> datetime | None:
+        """Read a timestamp from a raw row: SQLite returns naive UTC text, PostgreSQL aware datetimes."""
+        if value is None:
+            return None
+        parsed = value if isinstance(value, datetime) else parse_datetime(value)
+        if parsed is not None and parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """One atomic block; a lost or locked database becomes ``StoreUnavailable``."""
+        try:
+            with transaction.atomic(using=self.using):
+                # A plain cursor even under DEBUG: logging every hot-path query costs more than the SQL.
+                conn = self.connection
+                with conn.make_cursor(conn.create_cursor()) as cursor:
+                    yield cursor
+        except (OperationalError, InterfaceError) as exc:
+            if _is_conflict(exc):  # rolled back to break a deadlock: the connection is fine
+                raise StoreConflict(str(exc)) from exc
+            self._reset_connection()
+            raise StoreUnavailable(str(exc)) from exc
+
+    def _reset_connection(self) -> None:
+        try:
+            self.connection.close()
+        except DatabaseError:
+            pass
+
+    def _lock_suffix(self, mode: str = "UPDATE") -> str:
+        return f" FOR {mode}" if self.is_postgres else ""
+
+    def after_step(self) -> None:
+        for conn in connections.all(initialized_only=True):
+            conn.close_if_unusable_or_obsolete()
+
+    def _insert_events(self, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            cursor.executemany(_EVENT_SQL, rows)
+
+    def _event_row(
+        self,
+        now: datetime,
+        kind: str,
+        *,
+        severity: str = "info",
+        run_id: str | None = None,
+        step_id: str | None = None,
+        queue: str = "",
+        worker_id: str = "",
+        actor: str = "",
+        message: str = "",
+        payload: Mapping[str, Any] | None = None,
+    ) -> tuple[Any, ...]:
+        return (self._dt(now), kind, severity, run_id, step_id, queue, worker_id, actor, message,
+                _dumps(dict(payload or {})))
+
+    def record_event(self, kind: str, *, severity: str = "info", message: str = "", **fields: Any) -> None:
+        from django.utils import timezone
+
+        now = fields.pop("now", None) or timezone.now()
+        with self._transaction() as cursor:
+            self._insert_events(cursor, [self._event_row(now, kind, severity=severity, message=message, **fields)])
+
+    # -- wake-ups (PostgreSQL LISTEN/NOTIFY) -----------------------------------------------------
+    CHANNEL = "workflow_ready"
+
+    def _notify(self, cursor: Any) -> None:
+        """Tell idle workers on other hosts that steps became ready (delivered at commit)."""
+        if self.is_postgres:
+            cursor.execute("SELECT pg_notify(%s, '')", [self.CHANNEL])

@@ -1,0 +1,166 @@
+"""Creating runs and their first steps, and reading runs, results and records back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    transaction,
+)
+from django.db.models import Count
+
+from ..engine.errors import NotFound, RunConflict, StoreUnavailable
+from ..engine.values import (
+    ErrorInfo,
+    NewRun,
+    RecordInfo,
+    RunHandle,
+    RunInfo,
+    RunState,
+    StepResult,
+    StepSpec,
+    StepState,
+)
+from ..models import Record, Run, Step
+from .rows import (
+    _chunks,
+    _dumps,
+)
+
+
+class RunsStore:
+    """Creating runs and their first steps, and reading runs, results and records back."""
+
+    # -- runs -----------------------------------------------------------------------------
+    def create_run(self, run: NewRun, now: datetime) -> RunHandle:
+        try:
+            with transaction.atomic(using=self.using):
+                if Run.objects.using(self.using).filter(pk=run.id).exists():
+                    raise RunConflict(f"run {run.id!r} already exists")
+                Run.objects.using(self.using).create(
+                    id=run.id, package=run.package, name=run.name, input=run.input, metadata=dict(run.metadata),
+                    state=RunState.PENDING, created_at=now, updated_at=now,
+                )
+                with self.connection.cursor() as cursor:
+                    self._ensure_queues(cursor, {s.queue for s in run.steps}, now)
+                    self._insert_steps(cursor, run.id, run.steps, existing={}, now=now)
+                    self._notify(cursor)
+                    self._insert_events(cursor, [self._event_row(
+                        now, "run_created", run_id=run.id, message=f"run created with {len(run.steps)} steps",
+                        payload={"package": run.package, "steps": len(run.steps)},
+                    )])
+        except IntegrityError as exc:
+            raise RunConflict(f"run {run.id!r} already exists") from exc
+        except (OperationalError, InterfaceError) as exc:
+            self._reset_connection()
+            raise StoreUnavailable(str(exc)) from exc
+        return RunHandle(id=run.id, package=run.package, name=run.name)
+
+    def _insert_steps(
+        self, cursor: Any, run_id: str, specs: Sequence[StepSpec], *, existing: Mapping[str, tuple[int, str]],
+        now: datetime,
+    ) -> int:
+        """Insert steps and their edges; ``existing`` maps step ids already in the run to (pk, state).
+
+        Returns how many were inserted ready.
+        """
+        states: dict[str, str] = {}
+        pending: dict[str, int] = {}
+        for spec in specs:
+            unmet = sum(
+                1 for dep in spec.depends_on if dep.step_id not in existing or not dep.is_met_by(existing[dep.step_id][1])
+            )
+            pending[spec.id] = unmet
+            states[spec.id] = StepState.READY if unmet == 0 else StepState.PENDING
+        # Multi-row INSERT ... RETURNING: one statement per 500 steps, and the new ids come back with it.
+        now_db = self._dt(now)
+        retry_json: dict[Any, str] = {}
+        rows = []
+        for s_ in specs:
+            retry = retry_json.get(s_.retry) or retry_json.setdefault(s_.retry, _dumps(s_.retry.to_json()) or "{}")
+            rows.append((
+                run_id, s_.id, s_.kind, s_.queue, s_.site, s_.parent_id, s_.dedup_key, _dumps(s_.input),
+                _dumps(dict(s_.metadata)), retry, str(states[s_.id]), s_.retry.max_attempts, pending[s_.id],
+                s_.priority, s_.timeout.total_seconds() if s_.timeout is not None else None,
+                self._dt(s_.not_before) if s_.not_before else now_db, now_db, now_db,
+            ))
+        pks: dict[str, int] = {}
+        columns = (
+            "run_id, step_id, kind, queue, site, parent_step_id, dedup_key, input, metadata, retry, state,"
+            " max_attempts, pending_deps, priority, timeout_seconds, available_at, created_at, updated_at, attempt"
+        )
+        row_marks = "(" + ", ".join(["%s"] * 18) + ", 0)"
+        for chunk in _chunks(rows):
+            cursor.execute(
+                f"INSERT INTO workflow_step ({columns}) VALUES {', '.join([row_marks] * len(chunk))}"
+                " RETURNING id, step_id",
+                [value for row in chunk for value in row],
+            )
+            pks.update((sid, pk) for pk, sid in cursor.fetchall())
+        edges = []
+        for spec in specs:
+            for dep in spec.depends_on:
+                if dep.step_id in existing:
+                    target_pk, state = existing[dep.step_id]
+                    satisfied = dep.is_met_by(state)
+                else:
+                    target_pk, satisfied = pks[dep.step_id], False
+                edges.append((run_id, pks[spec.id], target_pk, dep.required, satisfied))
+        if edges:
+            cursor.executemany(
+                "INSERT INTO workflow_dependency (run_id, step_id, depends_on_id, required, satisfied)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                edges,
+            )
+        return sum(1 for s in states.values() if s == StepState.READY)
+
+    def find_run(self, run_id: str) -> RunInfo | None:
+        run = Run.objects.using(self.using).filter(pk=run_id).first()
+        return None if run is None else self._run_info(run, {})
+
+    def run_info(self, run_id: str, *, with_counts: bool = False) -> RunInfo:
+        run = Run.objects.using(self.using).filter(pk=run_id).first()
+        if run is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        counts: dict[str, int] = {}
+        if with_counts:
+            rows = Step.objects.using(self.using).filter(run_id=run_id).values("state").annotate(n=Count("id"))
+            counts = {r["state"]: r["n"] for r in rows.order_by()}
+        return self._run_info(run, counts)
+
+    @staticmethod
+    def _run_info(run: Run, counts: dict[str, int]) -> RunInfo:
+        return RunInfo(
+            id=run.id, package=run.package, name=run.name, state=RunState(run.state), input=run.input,
+            metadata=run.metadata, created_at=run.created_at, started_at=run.started_at,
+            finished_at=run.finished_at, step_counts=counts,
+        )
+
+    def step_result(self, run_id: str, step_id: str) -> StepResult | None:
+        step = Step.objects.using(self.using).filter(run_id=run_id, step_id=step_id).first()
+        if step is None:
+            return None
+        emitted = Step.objects.using(self.using).filter(run_id=run_id, parent_step_id=step_id).order_by("id")
+        return StepResult(
+            run_id=run_id, step_id=step_id, state=StepState(step.state), data=step.result,
+            error=ErrorInfo.from_json(step.error) if step.error else None, attempt=step.attempt,
+            finished_at=step.finished_at, emitted=tuple(emitted.values_list("step_id", flat=True)),
+        )
+
+    def get_record(self, collection: str, key: str) -> RecordInfo | None:
+        row = Record.objects.using(self.using).filter(collection=collection, key=key).first()
+        return None if row is None else self._record(row)
+
+    def list_records(self, collection: str, *, after_key: str = "", limit: int = 100) -> list[RecordInfo]:
+        rows = Record.objects.using(self.using).filter(collection=collection, key__gt=after_key).order_by("key")
+        return [self._record(r) for r in rows[:limit]]
+
+    @staticmethod
+    def _record(row: Record) -> RecordInfo:
+        return RecordInfo(collection=row.collection, key=row.key, data=row.data, run_id=row.run_id,
+                          step_id=row.step_id, updated_at=row.updated_at)
