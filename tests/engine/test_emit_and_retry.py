@@ -142,3 +142,44 @@ def test_emit__child_depending_on_itself_fails_the_parent_once_without_retries(r
     drain(runtime)
     parent = Step.objects.get(run_id=run_id, step_id="p")
     assert (parent.state, parent.error["code"], parent.attempt) == ("failed", "invalid_graph", 1)
+
+
+def test_emit__two_steps_of_one_commit_batch_emitting_one_dedup_key_make_one_child(runtime, registry, caplog):
+    """Found by the liveness test: siblings committed together both inserted the key (IntegrityError)."""
+    from workflow.models import Run
+
+    pkg = Package("dd2")
+
+    @pkg.entrypoint
+    def start(run: Any) -> None:
+        run.step("left", kind="emit-shared")
+        run.step("right", kind="emit-shared")
+
+    @pkg.executor("emit-shared")
+    def emit_shared(step: Any) -> None:
+        step.emit(f"{step.step.step_id}-child", kind="noop", dedup_key="shared")
+
+    registry.register(pkg)
+    run_id = runtime.start_run("dd2").id
+    caplog.set_level("WARNING", logger="workflow")
+    drain(runtime)
+    states = dict(Step.objects.filter(run_id=run_id).values_list("step_id", "state"))
+    assert states == {"left": "succeeded", "right": "succeeded", "left-child": "succeeded"}
+    assert Run.objects.get(pk=run_id).state == "succeeded"
+    assert "commit failed" not in caplog.text
+    # Both parents' outcomes were in one batch, so the store split them into two waves.
+    parents = Lease.objects.filter(run_id=run_id, step__step_id__in=["left", "right"])
+    assert parents.values("released_at").distinct().count() == 1, "the two parents did not commit together"
+
+
+def test_dedup_waves__keep_order_and_separate_only_clashing_keys():
+    from types import SimpleNamespace as NS
+
+    from workflow.stores.commit import dedup_waves
+
+    def outcome(run: str, *keys: str) -> Any:
+        return NS(step=NS(run_id=run), children=[NS(dedup_key=k) for k in keys])
+
+    a, b, c, d = outcome("r", "x"), outcome("r", "x", "y"), outcome("other", "x"), outcome("r", "z")
+    assert dedup_waves([a, b, c, d]) == [[a, c, d], [b]]
+    assert dedup_waves([]) == []

@@ -28,6 +28,34 @@ from .rows import (
 )
 
 
+def dedup_waves(outcomes: Sequence[Outcome]) -> list[list[Outcome]]:
+    """Split a batch so no two outcomes of one wave emit children with the same dedup key in a run.
+
+    Children are resolved against the run before they are inserted; two siblings in one batch
+    emitting the same key would both insert it. A later wave, committed in the same transaction,
+    sees the first wave's child and gets its handle, as if the two commits had come one by one.
+    """
+    waves: list[tuple[list[Outcome], set[tuple[str, str]]]] = []
+    for o in outcomes:
+        keys = {(o.step.run_id, c.dedup_key) for c in o.children if c.dedup_key}
+        for members, seen in waves:
+            if not keys & seen:
+                members.append(o)
+                seen |= keys
+                break
+        else:
+            waves.append(([o], set(keys)))
+    return [members for members, _ in waves]
+
+
+def merge_reports(a: CommitReport, b: CommitReport) -> CommitReport:
+    return CommitReport(
+        committed=a.committed + b.committed, discarded=a.discarded + b.discarded, succeeded=a.succeeded + b.succeeded,
+        retried=a.retried + b.retried, failed=a.failed + b.failed, made_ready=a.made_ready + b.made_ready,
+        runs_finished=a.runs_finished + b.runs_finished, rejected=a.rejected | b.rejected,
+    )
+
+
 class CommitStore:
     """Committing attempts: fencing, results, children, records, artifacts, dependents, run states."""
 
@@ -38,12 +66,15 @@ class CommitStore:
         # Lock order, the same in every transaction so concurrent workers cannot deadlock:
         # own steps -> dependents (sorted) -> queue rows -> run rows. So runs settle last.
         with self._transaction() as cursor:
-            report, touched = self._commit(cursor, outcomes, now) if outcomes else (CommitReport(), [])
+            report, touched = CommitReport(), []
+            for wave in dedup_waves(outcomes):
+                done, runs = self._commit(cursor, wave, now)
+                report = merge_reports(report, done)
+                touched = sorted({*touched, *runs})
             claimed, unreadable = self._claim(cursor, claim, now) if claim else (ClaimResult(steps=(), wake_in=None), [])
             if unreadable:  # rows that cannot become a ClaimedStep fail alone; the claim goes on
                 failed, runs = self._commit(cursor, unreadable, now)
-                report = replace(report, committed=report.committed + failed.committed,
-                                 failed=report.failed + failed.failed, made_ready=report.made_ready + failed.made_ready)
+                report = merge_reports(report, failed)
                 touched = sorted({*touched, *runs})
             if touched:
                 report = replace(report, runs_finished=tuple(self._settle_runs(cursor, touched, now)))
