@@ -369,7 +369,9 @@ class DjangoStore:
     # -- claim --------------------------------------------------------------------------------
     def _claim(self, cursor: Any, req: ClaimRequest, now: datetime) -> ClaimResult:
         queues = self._queue_rows(cursor)
-        names = [n for n in (req.queues or sorted(queues)) if not (n in queues and queues[n][5])]
+        wanted = req.queues or sorted(queues)
+        throttled = [(n, "paused") for n in wanted if n in queues and queues[n][5]]
+        names = [n for n in wanted if not (n in queues and queues[n][5])]
         if names:
             self._round_robin = (self._round_robin + 1) % len(names)
             names = names[self._round_robin :] + names[: self._round_robin]
@@ -392,6 +394,8 @@ class DjangoStore:
                 if hint is not None:
                     hints.append(hint)
                 if allowance <= 0:
+                    throttled.append((name, "rate" if row is not None and row[2] is not None and tokens < 1
+                                      else "cap"))
                     continue
             cursor.execute(claim_sql, [name, self._dt(now), *sites, allowance])
             got = cursor.fetchall()
@@ -405,7 +409,7 @@ class DjangoStore:
             wake_in = self._next_due(cursor, names, sites, now)
             if hints:
                 wake_in = min([h for h in hints] + ([wake_in] if wake_in is not None else []))
-        return ClaimResult(steps=claimed, wake_in=wake_in)
+        return ClaimResult(steps=claimed, wake_in=wake_in, throttled=tuple(throttled))
 
     def claim_sql(self, site_count: int) -> str:
         """The claim query: oldest due ready steps of one queue, read through the ready-only index.
@@ -416,7 +420,7 @@ class DjangoStore:
         index_hint = "" if self.is_postgres else " INDEXED BY step_ready_idx"
         skip_locked = " FOR UPDATE SKIP LOCKED" if self.is_postgres else ""
         return (
-            "SELECT id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt"
+            "SELECT id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt, available_at"
             f" FROM workflow_step{index_hint} WHERE state = 'ready' AND queue = %s AND available_at <= %s"
             f" AND site IN ({_marks(site_count)}) ORDER BY available_at, id LIMIT %s{skip_locked}"
         )
@@ -487,7 +491,7 @@ class DjangoStore:
         now_db, expires_db = self._dt(now), self._dt(expires)
         claimed: list[ClaimedStep] = []
         step_updates, lease_rows, events = [], [], []
-        for pk, run_id, step_id, kind, queue, site, raw_input, metadata, parent, retry, attempt in rows:
+        for pk, run_id, step_id, kind, queue, site, raw_input, metadata, parent, retry, attempt, available in rows:
             token = _lease_token()
             attempt += 1
             step_updates.append((token, req.worker_id, expires_db, now_db, now_db, pk))
@@ -499,6 +503,7 @@ class DjangoStore:
                 metadata=_loads(metadata) or {}, parent_id=parent, retry=self._retry_policy(retry),
                 lease=LeaseInfo(token=token, worker_id=req.worker_id, attempt=attempt, claimed_at=now,
                                 expires_at=expires),
+                available_at=self._parse_dt(available),
             ))
         cursor.executemany(
             "UPDATE workflow_step SET state = 'running', attempt = attempt + 1, lease_token = %s, lease_owner = %s,"

@@ -288,6 +288,7 @@ class ClaimedStep:
     parent_id: str | None
     retry: RetryPolicy
     lease: LeaseInfo
+    available_at: datetime | None = None  # when it became claimable (queue wait = claim time - this)
 
     @property
     def attempt(self) -> int:
