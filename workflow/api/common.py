@@ -1,0 +1,58 @@
+"""Helpers every endpoint shares: keyset paging with checked cursors, and query-parameter checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ninja import Router
+
+from .. import queries
+from .errors import ApiError, ErrorOut
+
+T = TypeVar("T")
+router = Router()  # one router: GET and POST on the same path must share one URL pattern
+MAX_PAGE = 200
+# Every status an endpoint may answer with the error shape; listed in the OpenAPI document.
+ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 405, 413, 422)}
+ACTION_ERRORS: dict[int, Any] = {**ERRORS, 409: ErrorOut}
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) < value < 2**63
+    if isinstance(value, str):
+        return len(value) <= 1000 and "\x00" not in value and not any("\ud800" <= c <= "\udfff" for c in value)
+    return False
+
+
+def check_cursor(raw: str | None, size: int) -> None:
+    if not raw:
+        return
+    values = queries.decode_cursor(raw, size)
+    if values is None or not all(_plain(v) for v in values):
+        raise ApiError(400, "The cursor is not one this API made: pass back a 'next' or 'previous' value unchanged.",
+                       code="bad_cursor")
+
+
+def paged(call: Callable[[], T], *, after: str | None, before: str | None, size: int) -> T:
+    """Run a keyset query, turning a well-formed cursor with values of the wrong kind into a 400."""
+    check_cursor(after, size)
+    check_cursor(before, size)
+    try:
+        return call()
+    except (ValueError, TypeError, OverflowError) as exc:
+        if after or before:
+            raise ApiError(400, "The cursor does not fit this list.", code="bad_cursor") from exc
+        raise
+
+
+def page_body(page: queries.Page, items: list[Any]) -> dict[str, Any]:
+    return {"items": items, "next": page.older, "previous": page.newer}
+
+
+def filter_errors(errors: list[str]) -> None:
+    if errors:
+        raise ApiError(422, errors[0], details={"errors": errors})
