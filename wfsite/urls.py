@@ -9,5 +9,6 @@ urlpatterns = [
     path("ops/", include("workflow.console_urls")),
     path("api/v1/", include("workflow.api.urls")),
     path("", include("workflow.health")),
+    path("", include("workflow.prom")),
     path("", include("workflow.urls")),
 ]

@@ -6,9 +6,10 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from workflow.conf import runtime
+from workflow.prom import start_metrics_server, worker_metrics
 from workflow.shutdown import on_stop
 
 
@@ -28,6 +29,9 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="run a single cycle and exit")
         parser.add_argument("--max-cycles", type=int, default=None, help="exit after this many cycles")
         parser.add_argument("--burst", action="store_true", help="exit when there is nothing left to do")
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="serve this worker's Prometheus metrics on this port (prometheus_client's server)")
+        parser.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port (default: all)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["verbosity"] >= 2:
@@ -42,6 +46,15 @@ class Command(BaseCommand):
         }
         durations = {k: timedelta(seconds=v) for k, v in seconds.items() if v is not None}
         rt = runtime()
+        rt.observer = worker_metrics()
+        if options["metrics_port"] is not None:
+            if not 0 < options["metrics_port"] < 65536:
+                raise CommandError(f"--metrics-port must be 1-65535, got {options['metrics_port']}")
+            try:
+                start_metrics_server(options["metrics_port"], options["metrics_addr"])
+            except OSError as exc:
+                raise CommandError(f"cannot serve metrics on {options['metrics_addr']}:{options['metrics_port']}: "
+                                   f"{exc}") from exc
         workers = rt.start_workers(
             queues=queues,
             site=options["site"],
