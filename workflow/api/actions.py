@@ -27,7 +27,7 @@ def start_run(request: HttpRequest, body: s.StartRunIn) -> Any:
     try:
         pkg = registry_module.registry.package(body.package)
     except UnknownPackage as exc:
-        raise ApiError(422, f"package: {exc}", details={"field": "package"}) from exc
+        raise ApiError(404, f"package: {exc}", code="unknown_package", details={"field": "package"}) from exc
     if pkg.input_type is not None:
         try:
             typed.decode(pkg.input_type, body.input)

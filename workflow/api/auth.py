@@ -75,12 +75,12 @@ def _has_bad_text(value: Any, path: str = "") -> str | None:
 
 
 class StrictJSONParser(Parser):
-    """JSON bodies only, and no text the database cannot store (a 422 naming the field, not a 500)."""
+    """JSON bodies only, and no text the database cannot store (a 400 naming the field, not a 500)."""
 
     def parse_body(self, request: HttpRequest) -> Any:
         data = json.loads(request.body)
         where = _has_bad_text(data)
         if where is not None:
-            raise ApiError(422, f"{where}: text must not contain NUL characters or lone surrogates",
-                           details={"path": where})
+            raise ApiError(400, f"{where}: text must not contain NUL characters or lone surrogates (no database "
+                                "column can hold them)", code="bad_text", details={"path": where})
         return data

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ninja import Router
+from ninja import Query, Router
 
 from .. import queries
 from .errors import ApiError, ErrorOut
@@ -16,6 +16,8 @@ MAX_PAGE = 200
 # Every status an endpoint may answer with the error shape; listed in the OpenAPI document.
 ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 405, 413, 422)}
 ACTION_ERRORS: dict[int, Any] = {**ERRORS, 409: ErrorOut}
+CURSOR = Query(None, pattern=r"^[A-Za-z0-9_-]{1,2000}$",
+               description="an opaque cursor from a previous page's next/previous; anything else is a 400")
 
 
 def _plain(value: Any) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -15,13 +15,13 @@ from .. import metrics, queries
 from ..engine import registry as registry_module
 from ..engine import typed
 from ..models import Artifact, Lease, Record, Run, Step
-from ..views.consoles import EVENT_RANGES, OVERVIEW_PERMS, QUEUE_PERMS, EventFilters, _migrations
+from ..views.consoles import OVERVIEW_PERMS, QUEUE_PERMS, EventFilters, _migrations
 from . import schemas as s
 from .auth import require
-from .common import ERRORS, MAX_PAGE, filter_errors, page_body, paged, router
+from .common import CURSOR, ERRORS, MAX_PAGE, filter_errors, page_body, paged, router
 from .errors import ApiError
 
-META_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+META_PATTERN = r"^[A-Za-z0-9.-]{1,100}(_[A-Za-z0-9.-]{1,100}){0,10}=[^\x00]{0,255}$"  # no "__": it is a lookup
 DOWNLOAD_CHUNK = 64 * 1024
 
 
@@ -73,18 +73,22 @@ def _error(raw: Any) -> dict[str, Any] | None:
 @router.get("/runs", tags=["read"], response={200: s.RunPage, **ERRORS}, summary="List runs, newest first")
 def list_runs(
     request: HttpRequest,
-    package: str = "", state: str = "", q: str = Query("", description="run id, id prefix or name"),
-    meta: str = Query("", description="metadata filter: key=value"),
-    created_after: str = Query("", description="ISO 8601 date and time"), created_before: str = "",
-    limit: int = Query(50, ge=1, le=MAX_PAGE), after: str | None = None, before: str | None = None,
+    package: str = "", state: s.RunStateName | None = None,
+    q: str = Query("", description="run id, id prefix or name"),
+    meta: str = Query("", pattern=META_PATTERN, description="metadata filter: key=value"),
+    created_after: datetime | None = Query(None, description="ISO 8601; naive means the site's time zone"),
+    created_before: datetime | None = None,
+    limit: int = Query(50, ge=1, le=MAX_PAGE), after: str | None = CURSOR, before: str | None = CURSOR,
 ) -> Any:
     require(request, "workflow.view_run")
-    filters = queries.RunFilters.from_params({"package": package, "state": state, "q": q, "meta": meta,
-                                               "created_after": created_after, "created_before": created_before})
-    if filters.meta and "=" in filters.meta and not META_KEY.match(filters.meta.partition("=")[0].strip()):
-        filters.errors.append("Metadata key must be letters, digits, '_', '.' or '-'.")
-    if "__" in filters.meta.partition("=")[0]:
-        filters.errors.append("Metadata key must not contain '__'.")
+    filters = queries.RunFilters.from_params({
+        "package": package, "state": state or "", "q": q, "meta": meta,
+        "created_after": created_after.isoformat() if created_after else "",
+        "created_before": created_before.isoformat() if created_before else "",
+    })
+    if "__" in filters.meta.partition("=")[0] or (meta and not re.match(META_PATTERN, meta)):
+        filters.errors.append("Metadata filter must look like key=value, the key letters, digits, '.', '-' "
+                              "and single '_'.")
     filter_errors(filters.errors)
     page = paged(lambda: queries.runs_page(filters, limit=limit, after=after, before=before),
                  after=after, before=before, size=2)
@@ -103,15 +107,13 @@ def get_run(request: HttpRequest, run_id: str) -> Any:
 
 @router.get("/runs/{wfid:run_id}/steps", tags=["read"], response={200: s.StepPage, **ERRORS}, summary="A run's steps")
 def list_steps(
-    request: HttpRequest, run_id: str, q: str = "", state: str = "", kind: str = "",
+    request: HttpRequest, run_id: str, q: str = "", state: s.StepStateName | None = None, kind: str = "",
     sort: Literal["id", "kind", "state", "attempts"] = "id", descending: bool = False,
-    limit: int = Query(100, ge=1, le=MAX_PAGE), after: str | None = None, before: str | None = None,
+    limit: int = Query(100, ge=1, le=MAX_PAGE), after: str | None = CURSOR, before: str | None = CURSOR,
 ) -> Any:
     require(request, "workflow.view_run", "workflow.view_step")
-    if state and state not in queries.STEP_STATES:
-        raise ApiError(422, f"Unknown state {state!r}.", details={"allowed": queries.STEP_STATES})
     run = _run_or_404(run_id)
-    page = paged(lambda: queries.step_table(run, q=q, state=state, kind=kind, sort=sort, descending=descending,
+    page = paged(lambda: queries.step_table(run, q=q, state=state or "", kind=kind, sort=sort, descending=descending,
                                             limit=limit, after=after, before=before),
                  after=after, before=before, size=1 if sort == "id" else 2)
     return page_body(page, [_step(st) for st in page.rows])
@@ -146,12 +148,12 @@ def list_attempts(request: HttpRequest, run_id: str, step_id: str) -> Any:
 
 @router.get("/runs/{wfid:run_id}/results", tags=["read"], response={200: s.ResultPage, **ERRORS}, summary="A run's step results")
 def list_results(
-    request: HttpRequest, run_id: str, q: str = "", kind: str = "", state: str = "",
-    limit: int = Query(50, ge=1, le=MAX_PAGE), after: str | None = None, before: str | None = None,
+    request: HttpRequest, run_id: str, q: str = "", kind: str = "", state: s.StepStateName | None = None,
+    limit: int = Query(50, ge=1, le=MAX_PAGE), after: str | None = CURSOR, before: str | None = CURSOR,
 ) -> Any:
     require(request, "workflow.view_run", "workflow.view_step")
     run = _run_or_404(run_id)
-    page = paged(lambda: queries.results_page(run, q=q, kind=kind, state=state, limit=limit, after=after,
+    page = paged(lambda: queries.results_page(run, q=q, kind=kind, state=state or "", limit=limit, after=after,
                                               before=before), after=after, before=before, size=1)
     payload = dict(((pk, (res, err)) for pk, res, err in
                     Step.objects.filter(pk__in=[st.pk for st in page.rows]).values_list("pk", "result", "error")))
@@ -170,7 +172,7 @@ def _artifact(request: HttpRequest, a: Artifact) -> dict[str, Any]:
 @router.get("/runs/{wfid:run_id}/artifacts", tags=["read"], response={200: s.ArtifactPage, **ERRORS}, summary="A run's artifacts")
 def list_artifacts(
     request: HttpRequest, run_id: str, q: str = "", step: str = "", kind: str = "", content_type: str = "",
-    limit: int = Query(50, ge=1, le=MAX_PAGE), after: str | None = None, before: str | None = None,
+    limit: int = Query(50, ge=1, le=MAX_PAGE), after: str | None = CURSOR, before: str | None = CURSOR,
 ) -> Any:
     require(request, "workflow.view_run", "workflow.view_artifact")
     run = _run_or_404(run_id)
@@ -249,18 +251,23 @@ def download_artifact(request: HttpRequest, artifact_id: str) -> Any:
     return response
 
 
-@router.get("/records", tags=["read"], response={200: s.RecordPage, **ERRORS}, summary="Records, by collection and key")
+@router.get("/records/{wfid:collection}/{wfid:key}", tags=["read"], response={200: s.RecordOut, **ERRORS},
+            summary="One record, by collection and key")
+def get_record(request: HttpRequest, collection: str, key: str) -> Any:
+    require(request, "workflow.view_record")
+    record = Record.objects.filter(collection=collection, key=key).first()
+    if record is None:
+        raise ApiError(404, f"no record {key!r} in collection {collection!r}")
+    return record
+
+
+@router.get("/records", tags=["read"], response={200: s.RecordPage, **ERRORS},
+            summary="Records in key order, by collection")
 def list_records(
-    request: HttpRequest, collection: str = "", key: str = Query("", description="exact key (needs collection)"),
-    q: str = Query("", description="key contains"), run: str = "",
-    limit: int = Query(50, ge=1, le=MAX_PAGE), after: str | None = None, before: str | None = None,
+    request: HttpRequest, collection: str = "", q: str = Query("", description="key contains"), run: str = "",
+    limit: int = Query(50, ge=1, le=MAX_PAGE), after: str | None = CURSOR, before: str | None = CURSOR,
 ) -> Any:
     require(request, "workflow.view_record")
-    if key:
-        if not collection:
-            raise ApiError(422, "key needs collection: records are unique by (collection, key).")
-        rows = list(Record.objects.filter(collection=collection, key=key)[:1])
-        return {"items": rows, "next": None, "previous": None}
     page = paged(lambda: queries.records_page(collection=collection, q=q, run_id=run, limit=limit, after=after,
                                               before=before), after=after, before=before, size=2)
     return page_body(page, page.rows)
@@ -278,17 +285,16 @@ def list_queues(request: HttpRequest) -> Any:
 
 @router.get("/events", tags=["read"], response={200: s.EventPage, **ERRORS}, summary="Events, newest first (the events console's filters)")
 def list_events(
-    request: HttpRequest, kind: str = "", severity: str = "", run: str = "", step: str = "", queue: str = "",
-    worker: str = "", range: str = Query("", description=", ".join(EVENT_RANGES)),
-    since: str = Query("", description="ISO 8601"), until: str = Query("", description="ISO 8601"),
-    limit: int = Query(100, ge=1, le=MAX_PAGE), after: str | None = None, before: str | None = None,
+    request: HttpRequest, kind: str = "", severity: s.SeverityName | None = None, run: str = "", step: str = "",
+    queue: str = "", worker: str = "", range: s.RangeName | None = Query(None, description="the last 15m, 1h, 24h or 7d"),
+    since: datetime | None = Query(None, description="ISO 8601"), until: datetime | None = Query(None, description="ISO 8601"),
+    limit: int = Query(100, ge=1, le=MAX_PAGE), after: str | None = CURSOR, before: str | None = CURSOR,
 ) -> Any:
     require(request, "workflow.view_event")
-    params = {"kind": kind, "severity": severity, "run": run, "step": step, "queue": queue, "worker": worker,
-              "range": range, "since": since, "until": until}
+    params = {"kind": kind, "severity": severity or "", "run": run, "step": step, "queue": queue, "worker": worker,
+              "range": range or "", "since": since.isoformat() if since else "",
+              "until": until.isoformat() if until else ""}
     filters = EventFilters.from_params(params, timezone.now())
-    if range.strip() and range.strip() not in EVENT_RANGES:
-        filters.errors.append(f"Unknown range {range!r}: one of {', '.join(EVENT_RANGES)}.")
     filter_errors(filters.errors)
     from ..models import Event
 

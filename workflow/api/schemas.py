@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from ninja import Field, Schema
+from pydantic import ConfigDict
+
+# The query enums; tests check they list exactly the engine's states and the consoles' choices.
+RunStateName = Literal["pending", "running", "succeeded", "failed", "canceled"]
+StepStateName = Literal["pending", "ready", "running", "succeeded", "failed", "canceled"]
+SeverityName = Literal["debug", "info", "warning", "error"]
+RangeName = Literal["15m", "1h", "24h", "7d"]
 
 
 class Progress(Schema):
@@ -230,7 +237,9 @@ class EngineOut(Schema):
 
 
 class StartRunIn(Schema):
-    package: str = Field(max_length=100)
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is a 422 naming it, not silently ignored
+
+    package: str = Field(min_length=1, max_length=100)
     input: Any = None
     run_id: str | None = Field(None, min_length=1, max_length=255)
     name: str | None = Field(None, max_length=255)
