@@ -9,6 +9,7 @@ from typing import Any, Literal
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 from ninja import Query
 
 from .. import metrics, queries
@@ -242,8 +243,7 @@ def download_artifact(request: HttpRequest, artifact_id: str) -> Any:
         response = StreamingHttpResponse(_chunks(fh, last - first + 1), status=206, content_type=content_type)
         response["Content-Range"] = f"bytes {first}-{last}/{size}"
         response["Content-Length"] = str(last - first + 1)
-        response["Content-Disposition"] = FileResponse(b"", as_attachment=True, filename=artifact.name)[
-            "Content-Disposition"]
+        response["Content-Disposition"] = content_disposition_header(True, artifact.name)
     response["Accept-Ranges"] = "bytes"
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"

@@ -91,7 +91,7 @@ def docs(request: HttpRequest) -> HttpResponse:
                        "description": p.get("description", "")} for p in op.get("parameters", [])]
             operations.append({"method": method.upper(), "path": route, "summary": op.get("summary", ""),
                                "tag": (op.get("tags") or [""])[0], "params": params,
-                               "statuses": sorted(op.get("responses", {})),
+                               "statuses": sorted({str(code) for code in op.get("responses", {})}),
                                "has_body": "requestBody" in op})
     return render(request, "workflow/api/docs.html", {
         "info": schema["info"], "operations": operations,
