@@ -170,11 +170,11 @@ def _deadline(using: str, seconds: float) -> Iterator[None]:
 class DatabaseCollector:
     """Gauges read at scrape time from the dashboard's read models (``workflow.metrics``)."""
 
-    def __init__(self, *, using: str | None = None, budget_seconds: float = SCRAPE_BUDGET_SECONDS) -> None:
+    def __init__(self, *, using: str | None = None, budget_seconds: float | None = None) -> None:
         from .conf import workflow_settings
 
         self.using = using or workflow_settings().get("DATABASE", "default")
-        self.budget = budget_seconds
+        self.budget = SCRAPE_BUDGET_SECONDS if budget_seconds is None else budget_seconds
 
     def collect(self) -> Iterator[Metric]:
         readers: list[tuple[str, Callable[[datetime], list[Metric]]]] = [
