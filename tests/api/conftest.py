@@ -8,19 +8,20 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from tests.views.conftest import (  # noqa: F401  fixtures reused as they are
-    _close_gate,
-    active_run,
-    done_run,
-    failed_run,
-    operator_user,
-    report_run,
-    test_package,
-    viewer,
-)
+from tests.views import conftest as dashboard
 from workflow.api.tokens import create_token
 
 API = "/api/v1"
+
+# The dashboard's users and runs, reused as they are.
+test_package = dashboard.test_package
+_close_gate = dashboard._close_gate
+viewer = dashboard.viewer
+operator_user = dashboard.operator_user
+failed_run = dashboard.failed_run
+active_run = dashboard.active_run
+done_run = dashboard.done_run
+report_run = dashboard.report_run
 
 
 class ApiClient:

@@ -218,8 +218,8 @@ def _chunks(fh: Any, remaining: int) -> Any:
 @router.get("/artifacts/{wfid:artifact_id}/download", tags=["read"], url_name="download_artifact", response={**ERRORS, 416: ERRORS[400]},
             summary="Download an artifact (streamed; HTTP Range supported)",
             openapi_extra={"responses": {
-                "200": {"description": "the artifact's bytes", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
-                "206": {"description": "the requested byte range", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+                "200": {"description": "the artifact's bytes, in its own content type", "content": {"*/*": {"schema": {}}}},
+                "206": {"description": "the requested byte range", "content": {"*/*": {"schema": {}}}},
             }})
 def download_artifact(request: HttpRequest, artifact_id: str) -> Any:
     require(request, "workflow.view_artifact")
