@@ -22,7 +22,7 @@ from tests.conftest import drain, run_graph
 from tests.processes import wait_for
 from workflow.conf import build_runtime
 from workflow.engine.values import ClaimRequest, QueueConfig, RateLimitPolicy
-from workflow.models import Run
+from workflow.models import Run, Worker
 from workflow.prom import WorkerMetrics
 
 FAILED = [{"id": "a", "kind": "noop"}, {"id": "b", "kind": "fail", "deps": ["a"]}, {"id": "c", "kind": "noop", "deps": ["b"]}]
@@ -185,6 +185,7 @@ def _free_port() -> int:
 def test_runworkers_metrics_port__serves_what_the_worker_did(spawn_worker: Any) -> None:
     port = _free_port()
     worker = spawn_worker("--metrics-port", str(port), "--metrics-addr", "127.0.0.1", name="metered")
+    wait_for(lambda: Worker.objects.filter(stopped_at__isnull=True).exists(), 60, "the worker to start")
     run_id = build_runtime().start_run("t", {"steps": FAILED}).id
     wait_for(lambda: Run.objects.get(pk=run_id).state == "failed", 60, "the run to fail")
     text = ""
@@ -212,6 +213,7 @@ def test_multiprocess_mode__sums_two_workers(spawn_worker: Any, tmp_path: Path,
     shared.mkdir()
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(shared))
     workers = [spawn_worker("--max-workers", "2", name=f"mp{n}") for n in range(2)]
+    wait_for(lambda: Worker.objects.filter(stopped_at__isnull=True).count() == 2, 60, "two workers to start")
     steps = [{"id": f"s{i}", "kind": "sleep", "input": {"seconds": 0.02}} for i in range(40)]
     run_id = build_runtime().start_run("t", {"steps": steps}).id
     wait_for(lambda: Run.objects.get(pk=run_id).state == "succeeded", 60, "the run to finish")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
+from ninja import Status
 
 from .. import operator
 from ..engine import registry as registry_module
@@ -39,7 +40,7 @@ def start_run(request: HttpRequest, body: s.StartRunIn) -> Any:
     handle = operator.start_run(pkg.name, body.input, user=request.user, run_id=body.run_id, name=body.name,
                                 metadata=body.metadata)
     out = {"id": handle.id, "package": handle.package, "name": handle.name, "created": handle.created}
-    return (201 if handle.created else 200), out
+    return Status(201 if handle.created else 200, out)
 
 
 @router.post("/runs/{wfid:run_id}/cancel", tags=["act"], response={200: s.ActionOut, **ACTION_ERRORS}, summary="Cancel a run")
