@@ -290,10 +290,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return (*self.readonly_fields, "user") if obj is not None else self.readonly_fields
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        from .api.tokens import create_token, rename
+
         if change:
-            ApiToken.objects.filter(pk=obj.pk).update(name=obj.name)  # only the name can change
+            rename(obj.pk, obj.name)  # only the name can change
             return
-        from .api.tokens import create_token
 
         made, raw = create_token(obj.user, name=obj.name)
         obj.pk, obj.prefix, obj.digest, obj.created_at = made.pk, made.prefix, made.digest, made.created_at

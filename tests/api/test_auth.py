@@ -150,3 +150,14 @@ def test_admin__adds_a_token_shown_once_and_revokes(transactional_db: Any, viewe
     token.refresh_from_db()
     assert token.revoked_at is not None
     assert ApiClient(raw).get("/runs").status_code == 401
+
+
+def test_admin__renaming_keeps_the_token(transactional_db: Any, viewer: User) -> None:
+    admin = User.objects.create_superuser("root", "r@x", "pw-root-123")
+    raw = token_for(viewer, name="old")
+    token = ApiToken.objects.get(user=viewer)
+    client = Client()
+    client.force_login(admin)
+    client.post(f"/admin/workflow/apitoken/{token.pk}/change/", {"name": "new"})
+    token.refresh_from_db()
+    assert token.name == "new" and ApiClient(raw).get("/runs").status_code == 200

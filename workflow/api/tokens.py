@@ -41,6 +41,10 @@ def authenticate(raw: str) -> Any | None:
     return token.user
 
 
+def rename(token_pk: int, name: str) -> None:
+    ApiToken.objects.filter(pk=token_pk).update(name=name[:100])
+
+
 def revoke(tokens: Any) -> int:
     """Revoke tokens (a queryset); revoked tokens stay listed, with the time they stopped working."""
     return tokens.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
