@@ -40,12 +40,12 @@ def test_schemathesis__no_server_error_and_every_answer_fits_the_schema(
     token = token_for(operator_user)
     report = tmp_path / "schemathesis.txt"
     cmd = [
-        _cli(), "run", f"{live_server.url}/api/v1/openapi.json",
+        _cli(), "--config-file", str(ROOT / "schemathesis.toml"), "run", f"{live_server.url}/api/v1/openapi.json",
         "--header", f"Authorization: Bearer {token}",
         "--checks", "all", "--max-examples", "25", "--max-time", str(BUDGET_SECONDS), "--seed", "20261201",
         "--workers", "1", "--continue-on-failure", "--suppress-health-check", "all", "--request-timeout", "20",
     ]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=BUDGET_SECONDS + 120,
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=BUDGET_SECONDS + 120,
                             env={**os.environ, "NO_COLOR": "1"})
     report.write_text(result.stdout + result.stderr)
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
