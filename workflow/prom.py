@@ -48,8 +48,7 @@ NAMESPACE = "workflow"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
 SCRAPE_BUDGET_SECONDS = 0.5  # all database readers together; each gets what the previous ones left
-FINISHED_WINDOW = timedelta(hours=1)  # workflow_steps{state=<terminal>}: steps finished in the last hour
-RUN_COUNT_CAP = 100_000  # workflow_runs{state=<terminal>} stops counting here (workflow_runs_capped says so)
+FINISHED_WINDOW = timedelta(hours=1)  # workflow_runs/steps{state=<terminal>}: finished in the last hour
 MAX_LABEL = 100
 
 
@@ -206,15 +205,12 @@ class DatabaseCollector:
     def _runs(self, now: datetime) -> list[Metric]:
         from . import metrics
 
-        counts = metrics.run_state_counts(cap=RUN_COUNT_CAP)
-        runs = GaugeMetricFamily(f"{NAMESPACE}_runs", f"Runs by state (finished states counted up to {RUN_COUNT_CAP}).",
-                                 labels=["state"])
-        capped = GaugeMetricFamily(f"{NAMESPACE}_runs_capped", "1 if workflow_runs{state} stopped at the cap.",
-                                   labels=["state"])
-        for state, (n, is_capped) in counts.items():
+        counts = metrics.recent_run_state_counts(since=FINISHED_WINDOW, now=now)
+        runs = GaugeMetricFamily(f"{NAMESPACE}_runs", "Runs by state: pending and running exactly; succeeded, "
+                                 "failed and canceled that finished in the last hour.", labels=["state"])
+        for state, n in counts.items():
             runs.add_metric([state], n)
-            capped.add_metric([state], 1 if is_capped else 0)
-        return [runs, capped]
+        return [runs]
 
     def _steps(self, now: datetime) -> list[Metric]:
         from . import metrics
