@@ -10,6 +10,7 @@ consoles stay fast with millions of finished steps and events.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -345,8 +346,9 @@ def recent_run_state_counts(*, since: timedelta, now: datetime | None = None) ->
     counts = dict.fromkeys([s.value for s in RunState], 0)
     for state in ACTIVE_RUN_STATES:
         counts[state] = Run.objects.filter(state=state).order_by().count()
-    rows = Run.objects.filter(finished_at__gte=now - since).order_by().values_list("state").annotate(n=Count("id"))
-    for state, n in rows:
+    # Counted here, not with GROUP BY: grouping makes SQLite walk the whole state index instead of the window.
+    recent = Counter(Run.objects.filter(finished_at__gte=now - since).order_by().values_list("state", flat=True))
+    for state, n in recent.items():
         if state not in ACTIVE_RUN_STATES:
             counts[state] = n
     return counts
