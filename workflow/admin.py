@@ -17,7 +17,7 @@ from django.utils.html import format_html
 from . import operator
 from .engine.values import ACTIVE_RUN_STATES, StepState
 from .forms import EVENT_KINDS
-from .models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step, Worker
+from .models import ApiToken, Artifact, Dependency, Event, Lease, Queue, Record, Run, Step, Worker
 from .queries import pretty_json
 
 
@@ -342,3 +342,39 @@ class WorkerAdmin(ReadOnlyEngineAdmin):
     list_filter = ("host",)
     search_fields = ("id", "host")
     date_hierarchy = "started_at"
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Make and revoke API tokens. A new token is shown once, in the message after saving."""
+
+    list_display = ("prefix", "name", "user", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "prefix", "user__username")
+    fields = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke_tokens"]
+    raw_id_fields = ("user",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return (*self.readonly_fields, "user") if obj is not None else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        from .api.tokens import create_token, rename
+
+        if change:
+            rename(obj.pk, obj.name)  # only the name can change
+            return
+
+        made, raw = create_token(obj.user, name=obj.name)
+        obj.pk, obj.prefix, obj.digest, obj.created_at = made.pk, made.prefix, made.digest, made.created_at
+        obj._state.adding = False
+        messages.warning(request, f"The new API token is {raw} — copy it now: it is not stored and cannot be "
+                                  "shown again.")
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        from .api.tokens import revoke
+
+        n = revoke(queryset)
+        messages.success(request, f"Revoked {n} token{'s' if n != 1 else ''}.")

@@ -25,6 +25,7 @@ from .errors import (
     UnknownKind,
     format_traceback,
 )
+from .observer import NullObserver, Observer
 from .registry import Registry
 from .store import ArtifactStore, Projection, ProjectionStore, Store
 from .values import (
@@ -146,6 +147,7 @@ class Runtime:
         self.artifact_store = artifact_store
         self.projection_store = projection_store
         self.clock = clock
+        self.observer: Observer = NullObserver()  # metrics hook; workflow.prom installs a real one
         self._queues_configured = False
         self._lock = threading.Lock()
         self.periodic_hooks: list[tuple[PeriodicHook, timedelta]] = []

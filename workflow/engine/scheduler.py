@@ -302,6 +302,7 @@ class Scheduler:
             report = self._commit_each(outcomes)
             claimed = ClaimResult(steps=(), wake_in=self.poll_seconds)
         self._learn(outcomes)
+        self._observe(outcomes, report, claimed)
         for outcome in outcomes:
             self._in_flight.pop(outcome.step.lease.token, None)
             if outcome.step.lease.token in report.rejected:
@@ -312,6 +313,22 @@ class Scheduler:
             log.info("step claimed run=%s step=%s kind=%s attempt=%d worker=%s", step.run_id, step.step_id,
                       step.kind, step.attempt, self.worker_id)
         return report, claimed
+
+    def _observe(self, outcomes: Sequence[Outcome], report: CommitReport, claimed: ClaimResult) -> None:
+        """Tell the runtime's observer (metrics) what this commit and claim did; it must never stop the loop."""
+        observer = self.runtime.observer
+        try:
+            for outcome in outcomes:
+                if outcome.step.lease.token in report.rejected:
+                    observer.commit_rejected(outcome)
+                else:
+                    observer.step_finished(outcome)
+            if claimed.steps:
+                observer.steps_claimed(claimed.steps, self.runtime.clock())
+            for queue_name, reason in claimed.throttled:
+                observer.queue_throttled(queue_name, reason)
+        except Exception:
+            log.exception("metrics observer failed worker=%s", self.worker_id)
 
     def _commit_each(self, outcomes: list[Outcome]) -> CommitReport:
         total = CycleResult()
@@ -444,6 +461,11 @@ class Scheduler:
         for outcome in outcomes:
             log.warning("step lease expired run=%s step=%s attempt=%d next=%s", outcome.step.run_id,
                         outcome.step.step_id, outcome.step.attempt, outcome.next_state)
+        self._observe(outcomes, report[0], ClaimResult(steps=(), wake_in=None))
+        try:
+            self.runtime.observer.leases_reclaimed(report[0].committed)
+        except Exception:
+            log.exception("metrics observer failed worker=%s", self.worker_id)
         return report[0].committed
 
     def _run_periodic_hooks(self, clock: float, due: list[float]) -> None:

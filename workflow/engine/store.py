@@ -24,6 +24,7 @@ from .values import (
 class ClaimResult:
     steps: tuple[ClaimedStep, ...]
     wake_in: float | None  # seconds until something may be claimable; None: nothing waits for us
+    throttled: tuple[tuple[str, str], ...] = ()  # (queue, reason: at_cap | rate_limited | paused) skipped
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -340,6 +340,7 @@ class ClaimedStep:
     retry: RetryPolicy
     lease: LeaseInfo
     timeout: timedelta | None = None
+    available_at: datetime | None = None  # when it became claimable (queue wait = claim time - this)
 
     @property
     def attempt(self) -> int:

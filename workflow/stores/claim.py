@@ -93,7 +93,7 @@ class ClaimStore:
             wake_in = self._next_due(cursor, open_names, sites, now)
             if hints:
                 wake_in = min(hints + ([wake_in] if wake_in is not None else []))
-        return ClaimResult(steps=claimed, wake_in=wake_in), unreadable
+        return ClaimResult(steps=claimed, wake_in=wake_in, throttled=tuple(blocked)), unreadable
 
     def _lock_limited_queues(self, cursor: Any, names: list[str]) -> dict[str, tuple[Any, ...]]:
         """Lock the rows of these (sorted) limited queues in one statement, in name order."""
@@ -162,7 +162,7 @@ class ClaimStore:
         skip_locked = " FOR UPDATE SKIP LOCKED" if self.is_postgres else ""
         return (
             "SELECT id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt,"
-            f" timeout_seconds FROM workflow_step{index_hint} WHERE state = 'ready' AND queue = %s AND available_at <= %s"
+            f" timeout_seconds, available_at FROM workflow_step{index_hint} WHERE state = 'ready' AND queue = %s AND available_at <= %s"
             f" AND site IN ({_marks(site_count)}) ORDER BY priority DESC, available_at, id LIMIT %s{skip_locked}"
         )
 
@@ -256,7 +256,7 @@ class ClaimStore:
         unreadable: list[Outcome] = []
         step_updates, lease_rows, events = [], [], []
         starting = len(rows) if req.start_now is None else req.start_now
-        for pk, run_id, step_id, kind, queue, site, raw_input, metadata, parent, retry, attempt, timeout in rows:
+        for pk, run_id, step_id, kind, queue, site, raw_input, metadata, parent, retry, attempt, timeout, available in rows:
             token = _lease_token()
             attempt += 1
             awaiting = None if len(step_updates) < starting else now_db  # the rest wait for a thread
@@ -271,6 +271,7 @@ class ClaimStore:
                     input=_loads(raw_input), metadata=_loads(metadata) or {}, parent_id=parent,
                     retry=self._retry_policy(retry), lease=lease,
                     timeout=None if timeout is None else timedelta(seconds=timeout),
+                    available_at=self._parse_dt(available),
                 ))
             except Exception as exc:
                 log.error("unreadable step failed run=%s step=%s error=%s: %s", run_id, step_id, type(exc).__name__, exc)

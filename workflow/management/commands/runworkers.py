@@ -17,6 +17,7 @@ from workflow.conf import runtime
 from workflow.engine import validation
 from workflow.engine.errors import ConfigurationError, InvalidInput, StoreUnavailable
 from workflow.engine.runtime import Runtime, Workers
+from workflow.prom import start_metrics_server, worker_metrics
 from workflow.shutdown import on_stop
 
 log = logging.getLogger("workflow.worker")
@@ -64,6 +65,9 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="run a single cycle and exit")
         parser.add_argument("--max-cycles", type=int, default=None, help="exit after this many cycles")
         parser.add_argument("--burst", action="store_true", help="exit when there is nothing left to do")
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="serve this worker's Prometheus metrics on this port (prometheus_client's server)")
+        parser.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port (default: all)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["verbosity"] >= 2:
@@ -73,6 +77,15 @@ class Command(BaseCommand):
         queues = [q for item in options["queues"] or [] for q in item.split(",") if q] or None
         rt = runtime()
         overrides = self._validated_overrides(rt, options, queues)
+        rt.observer = worker_metrics()
+        if options["metrics_port"] is not None:
+            if not 0 < options["metrics_port"] < 65536:
+                raise CommandError(f"--metrics-port must be 1-65535, got {options['metrics_port']}", returncode=2)
+            try:
+                start_metrics_server(options["metrics_port"], options["metrics_addr"])
+            except OSError as exc:
+                raise CommandError(f"cannot serve metrics on {options['metrics_addr']}:{options['metrics_port']}: "
+                                   f"{exc}", returncode=2) from exc
         stop_requested = threading.Event()
         workers: Workers | None = None
 

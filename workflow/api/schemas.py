@@ -1,0 +1,263 @@
+"""The API's request and response shapes; Django Ninja turns them into the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from ninja import Field, Schema
+from pydantic import ConfigDict
+
+# The query enums; tests check they list exactly the engine's states and the consoles' choices.
+RunStateName = Literal["pending", "running", "succeeded", "failed", "canceled"]
+StepStateName = Literal["pending", "ready", "running", "succeeded", "failed", "canceled"]
+SeverityName = Literal["debug", "info", "warning", "error"]
+RangeName = Literal["15m", "1h", "24h", "7d"]
+
+
+class Progress(Schema):
+    counts: dict[str, int]
+    total: int
+    done: int
+    percent: int
+
+
+class RunOut(Schema):
+    id: str
+    package: str
+    name: str
+    state: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: Progress
+
+
+class RunDetailOut(RunOut):
+    input: Any = None
+
+
+class Page(Schema):
+    next: str | None = Field(None, description="cursor of the next page (pass as ?after=); null at the end")
+    previous: str | None = Field(None, description="cursor of the previous page (pass as ?before=)")
+
+
+class RunPage(Page):
+    items: list[RunOut]
+
+
+class StepOut(Schema):
+    step_id: str
+    kind: str
+    queue: str
+    site: str
+    state: str
+    attempt: int
+    max_attempts: int
+    parent_step_id: str | None
+    available_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error_code: str
+
+
+class StepPage(Page):
+    items: list[StepOut]
+
+
+class StepError(Schema):
+    code: str
+    message: str
+    retryable: bool | None = None
+    details: Any = None
+
+
+class Edge(Schema):
+    step_id: str
+    kind: str
+    state: str
+    required: bool
+    satisfied: bool
+
+
+class StepDetailOut(StepOut):
+    run_id: str
+    input: Any = None
+    result: Any = None
+    error: StepError | None = None
+    metadata: dict[str, Any]
+    dependencies: list[Edge]
+    dependencies_total: int
+    dependents: list[Edge]
+    dependents_total: int
+    children_total: int
+    waiting_reasons: list[str] = Field(description="why a pending or ready step is not running yet, in words")
+    blocked_by: list[str] = Field(description="failed required dependencies this step waits on")
+
+
+class AttemptOut(Schema):
+    attempt: int
+    worker_id: str
+    claimed_at: datetime
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    expires_at: datetime
+    released_at: datetime | None
+    outcome: str
+    error_code: str
+    error_message: str
+    log: str
+
+
+class ResultOut(Schema):
+    step_id: str
+    kind: str
+    state: str
+    result: Any = None
+    error: StepError | None = None
+    finished_at: datetime | None
+
+
+class ResultPage(Page):
+    items: list[ResultOut]
+
+
+class ArtifactOut(Schema):
+    id: str
+    step_id: str
+    name: str
+    kind: str
+    content_type: str
+    size: int
+    sha256: str
+    inline: bool
+    metadata: dict[str, Any]
+    created_at: datetime
+    download_url: str
+
+
+class ArtifactPage(Page):
+    items: list[ArtifactOut]
+
+
+class RecordOut(Schema):
+    collection: str
+    key: str
+    data: Any = None
+    run_id: str
+    step_id: str
+    updated_at: datetime
+
+
+class RecordPage(Page):
+    items: list[RecordOut]
+
+
+class QueueOut(Schema):
+    name: str
+    status: str
+    paused: bool
+    cap: int | None
+    running: int
+    ready: int
+    waiting_backoff: int
+    rate: float | None
+    per_seconds: float
+    burst: int
+    tokens_now: float | None
+    oldest_ready_age_seconds: float | None
+    live_workers: int
+    stall_reasons: list[str]
+
+
+class EventOut(Schema):
+    id: int
+    created_at: datetime
+    kind: str
+    severity: str
+    run_id: str | None
+    step_id: str | None
+    queue: str
+    worker_id: str
+    actor: str
+    message: str
+    payload: Any = None
+
+
+class EventPage(Page):
+    items: list[EventOut]
+
+
+class ExecutorOut(Schema):
+    kind: str
+    queue: str
+    input_schema: dict[str, Any]
+
+
+class PackageOut(Schema):
+    name: str
+    display_name: str
+    description: str
+    input_schema: dict[str, Any] = Field(description="JSON Schema of the entrypoint's input")
+    executors: list[ExecutorOut]
+
+
+class WorkerOut(Schema):
+    id: str
+    host: str
+    pid: int
+    status: str
+    queues: list[str] | None
+    site: str
+    max_workers: int
+    running: int
+    started_at: datetime
+    seen_at: datetime
+
+
+class TableCountOut(Schema):
+    table: str
+    count: int | None
+    exact: bool
+
+
+class EngineOut(Schema):
+    database_vendor: str
+    migrations_applied: int
+    latest_workflow_migration: str
+    leases_active: int
+    leases_expired: int
+    workers: list[WorkerOut]
+    tables: list[TableCountOut]
+
+
+class StartRunIn(Schema):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is a 422 naming it, not silently ignored
+
+    package: str = Field(min_length=1, max_length=100)
+    input: Any = None
+    run_id: str | None = Field(None, min_length=1, max_length=255)
+    name: str | None = Field(None, max_length=255)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class StartRunOut(Schema):
+    id: str
+    package: str
+    name: str
+    created: bool
+
+
+class ActionOut(Schema):
+    ok: bool = True
+    message: str
+
+
+class BulkOut(Schema):
+    done: int
+    skipped: list[str]
