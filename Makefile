@@ -53,7 +53,7 @@ test-py313:
 	@P=""; for c in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13 2>/dev/null) $$(command -v python3.13); do \
 	  if "$$c" --version >/dev/null 2>&1; then P=$$c; break; fi; done; \
 	if [ -n "$$P" ]; then \
-	  [ -x .venv313/bin/pytest ] || { $$P -m venv .venv313 && .venv313/bin/pip install --quiet -e '.[test]'; }; \
+	  [ .venv313/.installed -nt pyproject.toml ] || { $$P -m venv .venv313 && .venv313/bin/pip install --quiet -e '.[test]' && touch .venv313/.installed; }; \
 	  .venv313/bin/python -c "import django, sys; print('Python', sys.version.split()[0], 'Django', django.get_version())"; \
 	  WFSITE_VAR_DIR=$(CURDIR)/var/py313 .venv313/bin/pytest -q -m "not browser and not postgres"; \
 	else echo "Python 3.13 not found: skipping the Django 6 leg"; fi
