@@ -93,6 +93,10 @@ class ClaimStore:
             wake_in = self._next_due(cursor, open_names, sites, now)
             if hints:
                 wake_in = min(hints + ([wake_in] if wake_in is not None else []))
+            if wake_in is None:
+                # Nothing ready, but a step another worker holds may come back when its lease expires
+                # (that worker may be dead): --burst must wait for it, not strand it.
+                wake_in = self._next_lease_expiry(cursor, names, sites, now)
         return ClaimResult(steps=claimed, wake_in=wake_in, throttled=tuple(blocked)), unreadable
 
     def _lock_limited_queues(self, cursor: Any, names: list[str]) -> dict[str, tuple[Any, ...]]:
@@ -227,6 +231,17 @@ class ClaimStore:
                 hint = (1 - tokens) / per_second
             allowance = min(allowance, int(math.floor(tokens)))
         return allowance, tokens, hint, now, reason
+
+    def _next_lease_expiry(self, cursor: Any, names: list[str], sites: list[str], now: datetime) -> float | None:
+        if not names:
+            return None
+        cursor.execute(
+            f"SELECT MIN(lease_expires_at) FROM workflow_step WHERE state = 'running' AND queue IN ({_marks(len(names))})"
+            f" AND site IN ({_marks(len(sites))})",
+            [*names, *sites],
+        )
+        expires = self._parse_dt(cursor.fetchone()[0])
+        return None if expires is None else max((expires - now).total_seconds(), 0.0)
 
     def _next_due(self, cursor: Any, names: list[str], sites: list[str], now: datetime) -> float | None:
         if not names:
