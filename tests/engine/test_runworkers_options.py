@@ -139,6 +139,7 @@ def test_check__good_settings_pass():
         assert check_workflow_settings() == []
 
 
+@pytest.mark.django_db  # Django 6's model checks ask the database whether it supports JSONField
 def test_manage_py_check__fails_on_a_negative_lease():
     with override_settings(WORKFLOW={**BASE, "LEASE_DURATION": timedelta(seconds=-1)}):
         with pytest.raises(SystemCheckError, match=r"workflow\.E001.*LEASE_DURATION must be"):
