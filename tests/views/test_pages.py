@@ -6,6 +6,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from urllib.parse import quote
+
 import pytest
 from django.db import connection
 from django.test import Client
@@ -15,7 +17,8 @@ from django.urls import reverse
 from tests.conftest import drain, run_graph
 from tests.views.conftest import EVIL
 from workflow import conf
-from workflow.models import Artifact, Run
+from workflow.graph import EXPAND_PAGE, MAX_EXPANDED
+from workflow.models import Artifact, Run, Step
 
 runs_views = importlib.import_module("workflow.views.runs")
 
@@ -224,11 +227,36 @@ def test_run_page__large_run_groups_the_graph_and_expands_a_group(operator_clien
     url = reverse("workflow:run", args=[run_id])
     body = operator_client.get(url).content.decode()
     assert "noop ×240" in body or "noop ×242" in body
-    assert "Large run: steps are grouped" in body
+    assert "Large groups of sibling steps are shown as one box" in body
     assert body.count('data-step-id="s') == 0
     key = "::noop"
     expanded = operator_client.get(url, {"expand": key}).content.decode()
-    assert expanded.count('data-step-id="s') == 240
+    # One page of the group is shown; the other members wait behind a "more" box that pages on.
+    assert expanded.count("data-step-id=") == EXPAND_PAGE
+    assert "+42 more noop" in expanded
+    assert f"expand={quote(key)}%401" in expanded
+    second = operator_client.get(url, {"expand": f"{key}@1"}).content.decode()
+    assert 0 < second.count('data-step-id="s') <= EXPAND_PAGE
+
+
+def test_run_page__expand_parameter_stays_bounded_in_the_live_url(operator_client: Client, runtime: Any) -> None:
+    run_id = run_graph(runtime, fan(240))
+    url = reverse("workflow:run", args=[run_id])
+    many = ",".join([f"g{i}::noop" for i in range(50)] + ["x" * 5000, "::noop"])
+    response = operator_client.get(url, {"expand": many})
+    live = response.context["live_url"]
+    assert live.count("%3A%3A") <= MAX_EXPANDED and "xxxxx" not in live
+    assert response.content.decode().count("data-step-id=") == EXPAND_PAGE
+
+
+def test_run_page__jump_to_a_step_inside_a_collapsed_group_opens_its_page(operator_client: Client,
+                                                                           runtime: Any) -> None:
+    run_id = run_graph(runtime, fan(240))
+    url = reverse("workflow:run", args=[run_id])
+    last = sorted(s.step_id for s in Step.objects.filter(run_id=run_id, kind="noop"))[-1]
+    body = operator_client.get(url, {"step": last}).content.decode()
+    assert f'data-step-id="{last}"' in body and 'aria-current="true"' in body
+    assert f'data-focus="{last}"' in body
 
 
 def test_run_page__step_table_search_sort_and_pages(operator_client: Client, runtime: Any) -> None:

@@ -1,0 +1,390 @@
+/* The dashboard's behaviour: graph zoom/pan/minimap, state kept across live updates, confirms.
+ *
+ * A static file wired by event listeners and data attributes, so it runs under a strict
+ * Content-Security-Policy (no inline script, no on* attributes, no eval). No build step.
+ */
+(function () {
+  "use strict";
+
+  /* ---------- state that must survive htmx swaps ---------- */
+  // Live regions are replaced every few seconds; what the operator opened, focused or scrolled
+  // inside them is recorded before a swap and put back after it.
+  var kept = null;
+
+  function keyOf(el) {
+    return el.getAttribute("data-keep") || el.id || "";
+  }
+
+  function record() {
+    var state = { open: {}, scroll: {}, focus: null, selection: null };
+    document.querySelectorAll("details[data-keep], details[id]").forEach(function (d) {
+      state.open[keyOf(d)] = d.open;
+    });
+    document.querySelectorAll("[data-keep-scroll]").forEach(function (el) {
+      state.scroll[keyOf(el)] = el.scrollTop;
+    });
+    var active = document.activeElement;
+    if (active && active.id) {
+      state.focus = active.id;
+      if (typeof active.selectionStart === "number") {
+        state.selection = [active.selectionStart, active.selectionEnd];
+      }
+    }
+    kept = state;
+  }
+
+  function restore() {
+    if (!kept) return;
+    var state = kept;
+    document.querySelectorAll("details[data-keep], details[id]").forEach(function (d) {
+      var k = keyOf(d);
+      if (Object.prototype.hasOwnProperty.call(state.open, k)) d.open = state.open[k];
+    });
+    document.querySelectorAll("[data-keep-scroll]").forEach(function (el) {
+      var k = keyOf(el);
+      if (Object.prototype.hasOwnProperty.call(state.scroll, k)) el.scrollTop = state.scroll[k];
+    });
+    if (state.focus && (!document.activeElement || document.activeElement === document.body)) {
+      var el = document.getElementById(state.focus);
+      if (el) {
+        el.focus({ preventScroll: true });
+        if (state.selection && typeof el.setSelectionRange === "function") {
+          try { el.setSelectionRange(state.selection[0], state.selection[1]); } catch (e) { /* not a text input */ }
+        }
+      }
+    }
+  }
+
+  document.addEventListener("htmx:beforeSwap", record);
+  document.addEventListener("htmx:oobBeforeSwap", record);
+  document.addEventListener("htmx:afterSettle", restore);
+  document.addEventListener("htmx:oobAfterSwap", restore);
+
+  /* ---------- confirmations without inline handlers ---------- */
+  document.addEventListener("submit", function (event) {
+    var button = event.submitter;
+    var text = (button && button.getAttribute("data-confirm")) || event.target.getAttribute("data-confirm");
+    if (text && !window.confirm(text)) event.preventDefault();
+  }, true);
+
+  /* ---------- live polls that pause (no hx-trigger filters: those need eval) ---------- */
+  // <div data-live-pause-when="#runs-form input[name=run]:checked"> skips its poll while the
+  // selector matches; data-live-pause-hidden skips it while the tab is hidden.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    if (!elt || !elt.getAttribute) return;
+    var trigger = event.detail.requestConfig && event.detail.requestConfig.triggeringEvent;
+    var isPoll = !trigger || trigger.type === "every";
+    if (!isPoll) return;
+    var when = elt.getAttribute("data-live-pause-when");
+    if (when && document.querySelector(when)) { event.preventDefault(); return; }
+    if (elt.hasAttribute("data-live-pause-hidden") && document.visibilityState !== "visible") event.preventDefault();
+  });
+
+  /* ---------- the run graph: fit, zoom, pan, minimap, jump ---------- */
+  var MIN_READABLE = 0.55; // below this scale labels are unreadable: open at READABLE instead
+  var READABLE = 0.8;
+  var MAX_SCALE = 3;
+
+  function GraphView(root) {
+    this.root = root;
+    this.canvas = root.querySelector(".graph-canvas");
+    this.minimap = root.querySelector("[data-graph-minimap]");
+    this.mini = this.minimap && this.minimap.querySelector(".graph-minimap-view");
+    this.view = null; // {x, y, scale}: graph coordinates of the top-left corner, pixels per unit
+    this.pointers = {};
+    this.moved = false;
+    this.bind();
+    this.adopt(true);
+  }
+
+  GraphView.prototype.svg = function () {
+    return this.canvas.querySelector("svg.workflow-graph");
+  };
+
+  GraphView.prototype.size = function () {
+    var svg = this.svg();
+    if (!svg) return null;
+    if (!svg.hasAttribute("data-w")) {
+      var box = (svg.getAttribute("viewBox") || "0 0 0 0").split(/\s+/).map(Number);
+      svg.setAttribute("data-w", String(box[2]));
+      svg.setAttribute("data-h", String(box[3]));
+    }
+    return { w: Number(svg.getAttribute("data-w")), h: Number(svg.getAttribute("data-h")) };
+  };
+
+  GraphView.prototype.port = function () {
+    return { w: this.canvas.clientWidth || 1, h: this.canvas.clientHeight || 1 };
+  };
+
+  GraphView.prototype.fitScale = function () {
+    var s = this.size(), p = this.port();
+    if (!s || !s.w || !s.h) return 1;
+    return Math.min(p.w / s.w, p.h / s.h, 1);
+  };
+
+  /* A new SVG arrived (first load or a live update): keep the operator's view if there is one. */
+  GraphView.prototype.adopt = function (first) {
+    var svg = this.svg();
+    if (!svg) return;
+    svg.setAttribute("width", "100%");
+    svg.setAttribute("height", "100%");
+    svg.setAttribute("preserveAspectRatio", "xMinYMin meet");
+    this.size();
+    if (first || !this.view) this.initial();
+    this.apply();
+    this.cloneMinimap();
+  };
+
+  GraphView.prototype.initial = function () {
+    var s = this.size(), p = this.port();
+    var focusId = this.root.getAttribute("data-focus");
+    var node = focusId ? this.nodeFor(focusId) : null;
+    var fit = this.fitScale();
+    if (node) {
+      this.view = { x: 0, y: 0, scale: Math.max(fit, READABLE) };
+      this.centreOn(node, false);
+      return;
+    }
+    if (fit >= MIN_READABLE) {
+      this.view = { x: (s.w - p.w / fit) / 2, y: (s.h - p.h / fit) / 2, scale: fit };
+    } else {
+      // Too big to read when fitted: start with the roots (left edge), vertically centred.
+      this.view = { x: 0, y: (s.h - p.h / READABLE) / 2, scale: READABLE };
+    }
+  };
+
+  GraphView.prototype.nodeFor = function (id) {
+    var svg = this.svg();
+    if (!svg || !id) return null;
+    var quoted = window.CSS && CSS.escape ? CSS.escape(id) : id.replace(/"/g, '\\"');
+    return svg.querySelector('a.node[data-step-id="' + quoted + '"]') ||
+      svg.querySelector('a.node[data-group-key="' + quoted + '"]');
+  };
+
+  GraphView.prototype.centreOn = function (node, flash) {
+    var rect = node.querySelector("rect");
+    if (!rect) return;
+    var p = this.port();
+    var cx = Number(rect.getAttribute("x")) + Number(rect.getAttribute("width")) / 2;
+    var cy = Number(rect.getAttribute("y")) + Number(rect.getAttribute("height")) / 2;
+    if (this.view.scale < MIN_READABLE) this.view.scale = READABLE;
+    this.view.x = cx - p.w / this.view.scale / 2;
+    this.view.y = cy - p.h / this.view.scale / 2;
+    this.apply();
+    if (flash) {
+      node.classList.add("flash");
+      window.setTimeout(function () { node.classList.remove("flash"); }, 1600);
+    }
+  };
+
+  GraphView.prototype.apply = function () {
+    var svg = this.svg();
+    if (!svg || !this.view) return;
+    var p = this.port(), v = this.view;
+    svg.setAttribute("viewBox", [v.x, v.y, p.w / v.scale, p.h / v.scale].map(function (n) {
+      return Math.round(n * 10) / 10;
+    }).join(" "));
+    this.root.setAttribute("data-scale", String(Math.round(v.scale * 1000) / 1000));
+    this.drawMinimap();
+  };
+
+  GraphView.prototype.zoom = function (factor, px, py) {
+    var p = this.port(), v = this.view;
+    if (!v) return;
+    var lo = Math.min(this.fitScale(), 0.1);
+    var next = Math.max(lo, Math.min(MAX_SCALE, v.scale * factor));
+    if (px === undefined) { px = p.w / 2; py = p.h / 2; }
+    // Keep the graph point under the cursor (or the centre) where it is.
+    var gx = v.x + px / v.scale, gy = v.y + py / v.scale;
+    v.x = gx - px / next;
+    v.y = gy - py / next;
+    v.scale = next;
+    this.apply();
+  };
+
+  GraphView.prototype.fit = function () {
+    var s = this.size(), p = this.port(), k = this.fitScale();
+    this.view = { x: (s.w - p.w / k) / 2, y: (s.h - p.h / k) / 2, scale: k };
+    this.apply();
+  };
+
+  GraphView.prototype.pan = function (dx, dy) {
+    this.view.x += dx / this.view.scale;
+    this.view.y += dy / this.view.scale;
+    this.apply();
+  };
+
+  GraphView.prototype.cloneMinimap = function () {
+    if (!this.minimap) return;
+    var svg = this.svg();
+    var old = this.minimap.querySelector("svg");
+    if (old) old.remove();
+    if (!svg) return;
+    var copy = svg.cloneNode(true);
+    var s = this.size();
+    copy.setAttribute("viewBox", "0 0 " + s.w + " " + s.h);
+    copy.removeAttribute("role");
+    copy.setAttribute("aria-hidden", "true");
+    copy.querySelectorAll("a").forEach(function (a) {
+      a.removeAttribute("href"); a.removeAttribute("hx-get"); a.removeAttribute("tabindex");
+    });
+    copy.querySelectorAll("title, text").forEach(function (t) { t.remove(); });
+    this.minimap.insertBefore(copy, this.mini);
+    this.drawMinimap();
+  };
+
+  GraphView.prototype.drawMinimap = function () {
+    if (!this.minimap || !this.mini || !this.view) return;
+    var s = this.size(), p = this.port(), v = this.view;
+    var big = s.w * v.scale > p.w + 1 || s.h * v.scale > p.h + 1;
+    this.minimap.hidden = !big;
+    if (!big) return;
+    var mw = this.minimap.clientWidth, mh = this.minimap.clientHeight;
+    var k = Math.min(mw / s.w, mh / s.h);
+    var ox = (mw - s.w * k) / 2, oy = (mh - s.h * k) / 2;
+    this.miniScale = { k: k, ox: ox, oy: oy };
+    var st = this.mini.style;
+    st.left = (ox + v.x * k) + "px";
+    st.top = (oy + v.y * k) + "px";
+    st.width = Math.max(4, p.w / v.scale * k) + "px";
+    st.height = Math.max(4, p.h / v.scale * k) + "px";
+  };
+
+  GraphView.prototype.miniTo = function (event) {
+    var m = this.miniScale;
+    if (!m) return;
+    var r = this.minimap.getBoundingClientRect(), p = this.port(), v = this.view;
+    var gx = (event.clientX - r.left - m.ox) / m.k, gy = (event.clientY - r.top - m.oy) / m.k;
+    v.x = gx - p.w / v.scale / 2;
+    v.y = gy - p.h / v.scale / 2;
+    this.apply();
+  };
+
+  GraphView.prototype.bind = function () {
+    var self = this, canvas = this.canvas;
+
+    canvas.addEventListener("wheel", function (event) {
+      if (!self.view) return;
+      event.preventDefault();
+      var r = canvas.getBoundingClientRect();
+      var factor = Math.exp(-event.deltaY * (event.deltaMode === 1 ? 0.05 : 0.0015));
+      self.zoom(factor, event.clientX - r.left, event.clientY - r.top);
+    }, { passive: false });
+
+    canvas.addEventListener("pointerdown", function (event) {
+      if (event.button !== 0 && event.pointerType === "mouse") return;
+      self.pointers[event.pointerId] = { x: event.clientX, y: event.clientY };
+      self.moved = false;
+      self.pinch = null;
+    });
+    canvas.addEventListener("pointermove", function (event) {
+      var last = self.pointers[event.pointerId];
+      if (!last || !self.view) return;
+      var ids = Object.keys(self.pointers);
+      if (ids.length === 2) {
+        var a = self.pointers[ids[0]], b = self.pointers[ids[1]];
+        var before = Math.hypot(a.x - b.x, a.y - b.y);
+        last.x = event.clientX; last.y = event.clientY;
+        var after = Math.hypot(a.x - b.x, a.y - b.y);
+        var r = canvas.getBoundingClientRect();
+        if (before > 0) self.zoom(after / before, (a.x + b.x) / 2 - r.left, (a.y + b.y) / 2 - r.top);
+        self.moved = true;
+        return;
+      }
+      var dx = event.clientX - last.x, dy = event.clientY - last.y;
+      if (!self.moved && Math.abs(dx) + Math.abs(dy) < 5) return;
+      if (!self.moved) {
+        self.moved = true;
+        try { canvas.setPointerCapture(event.pointerId); } catch (e) { /* pointer already gone */ }
+        canvas.classList.add("dragging");
+      }
+      last.x = event.clientX; last.y = event.clientY;
+      self.pan(-dx, -dy);
+    });
+    function release(event) {
+      delete self.pointers[event.pointerId];
+      canvas.classList.remove("dragging");
+    }
+    canvas.addEventListener("pointerup", release);
+    canvas.addEventListener("pointercancel", release);
+    // A drag that ends over a node must not open it.
+    canvas.addEventListener("click", function (event) {
+      if (self.moved) { event.preventDefault(); event.stopPropagation(); self.moved = false; }
+    }, true);
+
+    canvas.addEventListener("keydown", function (event) {
+      if (event.ctrlKey || event.metaKey || event.altKey || !self.view) return;
+      var step = 80, handled = true;
+      switch (event.key) {
+        case "+": case "=": self.zoom(1.25); break;
+        case "-": case "_": self.zoom(0.8); break;
+        case "0": self.fit(); break;
+        case "1": self.zoom(1 / self.view.scale); break;
+        case "ArrowLeft": self.pan(-step, 0); break;
+        case "ArrowRight": self.pan(step, 0); break;
+        case "ArrowUp": self.pan(0, -step); break;
+        case "ArrowDown": self.pan(0, step); break;
+        default: handled = false;
+      }
+      if (handled) event.preventDefault();
+    });
+
+    if (this.minimap) {
+      var dragging = false;
+      this.minimap.addEventListener("pointerdown", function (event) {
+        dragging = true;
+        try { self.minimap.setPointerCapture(event.pointerId); } catch (e) { /* ignore */ }
+        self.miniTo(event);
+      });
+      this.minimap.addEventListener("pointermove", function (event) { if (dragging) self.miniTo(event); });
+      this.minimap.addEventListener("pointerup", function () { dragging = false; });
+    }
+
+    var card = this.root.closest(".graph-card") || document;
+    card.querySelectorAll("[data-graph-action]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var action = button.getAttribute("data-graph-action");
+        if (action === "zoom-in") self.zoom(1.25);
+        else if (action === "zoom-out") self.zoom(0.8);
+        else if (action === "fit") self.fit();
+        else if (action === "actual") self.zoom(1 / self.view.scale);
+      });
+    });
+
+    var jump = card.querySelector("#graph-jump");
+    if (jump) {
+      jump.addEventListener("submit", function (event) {
+        var input = jump.querySelector("input[name=step]");
+        var id = input ? input.value.trim() : "";
+        var node = self.nodeFor(id);
+        if (!id || !node || !node.hasAttribute("data-step-id")) return; // the server finds it
+        event.preventDefault();
+        self.centreOn(node, true);
+        node.dispatchEvent(new MouseEvent("click", { bubbles: true, cancelable: true }));
+      });
+    }
+
+    window.addEventListener("resize", function () { self.apply(); });
+  };
+
+  // A live update put a fresh SVG (not yet measured) into the canvas: give it the kept view.
+  function swapped() {
+    document.querySelectorAll("[data-graph-view]").forEach(function (root) {
+      var view = root.__graphView, svg = view && view.svg();
+      if (svg && !svg.hasAttribute("data-w")) view.adopt(false);
+    });
+  }
+
+  function init(scope) {
+    (scope || document).querySelectorAll("[data-graph-view]").forEach(function (root) {
+      if (!root.__graphView) root.__graphView = new GraphView(root);
+    });
+  }
+
+  document.addEventListener("htmx:afterSettle", swapped);
+  document.addEventListener("htmx:oobAfterSwap", swapped);
+  document.addEventListener("htmx:load", function (event) { init(event.detail && event.detail.elt); });
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", function () { init(); });
+  else init();
+})();
