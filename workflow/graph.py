@@ -6,6 +6,7 @@ into (parent, kind) groups so 10,000-step runs stay readable and fast.
 
 from __future__ import annotations
 
+import hashlib
 import html
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Sequence
@@ -98,6 +99,7 @@ class Layout:
     edges: tuple[LaidOutEdge, ...]
     grouped: bool
     box_of: dict[str, str] | None = None  # step id -> the id of the box that shows it
+    group_of: dict[str, str] | None = None  # step id -> its group key
 
 
 @dataclass(slots=True, kw_only=True)
@@ -114,9 +116,27 @@ class _Box:
     counts: tuple[tuple[str, int], ...] = ()
 
 
-def group_key(parent: str | None, kind: str) -> str:
-    """The key used in `expanded` and group URLs; stable across requests."""
+def group_key(parent: str | None, kind: str, needs: Sequence[str] = ()) -> str:
+    """The key used in `expanded` and group URLs; stable across requests.
+
+    Emitted steps group by (parent, kind). Declared top-level steps also need the same required
+    dependencies to share a box, so a pipeline's extract, load and report (all one kind) stay apart
+    while the thousand transforms between them collapse.
+    """
+    if parent is None and needs:
+        digest = hashlib.sha1("\n".join(sorted(needs)).encode(), usedforsecurity=False).hexdigest()[:8]
+        return f"::{kind}#{digest}"
     return f"{parent or ''}::{kind}"
+
+
+def group_keys(nodes: Sequence[GraphNode], edges: Sequence[GraphEdge]) -> dict[str, str]:
+    """Each step's group key (see `group_key`)."""
+    needs: dict[str, list[str]] = defaultdict(list)
+    top = {n.id for n in nodes if n.parent is None}
+    for e in edges:
+        if e.required and e.target in top:
+            needs[e.target].append(e.source)
+    return {n.id: group_key(n.parent, n.kind, needs.get(n.id, ())) for n in nodes}
 
 
 def parse_expanded(values: Sequence[str]) -> dict[str, int]:
@@ -150,13 +170,13 @@ def _group_state(tally: Counter[str]) -> str:
 
 
 def _collapse(
-    nodes: Sequence[GraphNode], grouped: bool, expanded: Collection[str] | dict[str, int],
+    nodes: Sequence[GraphNode], keys: dict[str, str], grouped: bool, expanded: Collection[str] | dict[str, int],
     *, sibling_limit: int = SIBLING_LIMIT, page_size: int = EXPAND_PAGE,
 ) -> tuple[dict[str, _Box], dict[str, str]]:
     """Return display boxes and a map step id -> box id (itself, its group, or its group's "more")."""
     members: dict[str, list[GraphNode]] = defaultdict(list)
     for n in nodes:
-        members[group_key(n.parent, n.kind)].append(n)
+        members[keys[n.id]].append(n)
     pages = expanded if isinstance(expanded, dict) else dict.fromkeys(expanded, 0)
 
     def collapses(key: str) -> bool:
@@ -182,7 +202,7 @@ def _collapse(
     boxes: dict[str, _Box] = {}
     rep: dict[str, str] = {}
     for n in nodes:
-        key = group_key(n.parent, n.kind)
+        key = keys[n.id]
         if collapses(key) and n.id not in visible:
             rep[n.id] = f"{key}@more" if key in hidden else key
             continue
@@ -318,7 +338,8 @@ def build_layout(
 
     `expanded` names groups to open (or maps them to the page of members to show).
     """
-    boxes, rep = _collapse(nodes, len(nodes) > group_threshold, expanded,
+    keys = group_keys(nodes, edges)
+    boxes, rep = _collapse(nodes, keys, len(nodes) > group_threshold, expanded,
                            sibling_limit=sibling_limit, page_size=page_size)
     grouped = any(b.group_key is not None for b in boxes.values())
     merged = _merge_edges(nodes, edges, rep)
@@ -353,7 +374,7 @@ def build_layout(
     height = 2 * MARGIN + tallest * NODE_H + max(tallest - 1, 0) * ROW_GAP
     return Layout(
         width=width, height=height, nodes=tuple(placed[v] for row in rows for v in row),
-        edges=laid_edges, grouped=grouped, box_of=rep,
+        edges=laid_edges, grouped=grouped, box_of=rep, group_of=keys,
     )
 
 

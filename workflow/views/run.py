@@ -18,7 +18,7 @@ from django.utils.safestring import mark_safe
 from django_htmx.http import HttpResponseStopPolling
 
 from .. import operator, queries
-from ..graph import EXPAND_PAGE, build_layout, format_expanded, group_key, parse_expanded, render_svg
+from ..graph import EXPAND_PAGE, build_layout, format_expanded, parse_expanded, render_svg
 from ..models import Run, Step
 from .common import current_params, operator_action, render_fragment, viewer
 
@@ -48,9 +48,9 @@ def graph_svg(run: Run, data: queries.GraphData, *, expanded: dict[str, int], se
     layout = build_layout(data.nodes, data.edges, group_threshold=GROUP_THRESHOLD, expanded=expanded)
     box = (layout.box_of or {}).get(selected or "")
     if selected and box is not None and box != selected:
-        node = next(n for n in data.nodes if n.id == selected)
-        key = group_key(node.parent, node.kind)
-        siblings = sorted(n.id for n in data.nodes if group_key(n.parent, n.kind) == key)
+        groups = layout.group_of or {}
+        key = groups[selected]
+        siblings = sorted(sid for sid, k in groups.items() if k == key)
         expanded = {**{k: v for k, v in expanded.items() if k != key}, key: siblings.index(selected) // EXPAND_PAGE}
         layout = build_layout(data.nodes, data.edges, group_threshold=GROUP_THRESHOLD, expanded=expanded)
     keep = ",".join(format_expanded(expanded))

@@ -131,9 +131,21 @@
     svg.setAttribute("height", "100%");
     svg.setAttribute("preserveAspectRatio", "xMinYMin meet");
     this.size();
+    if (first) this.shrinkToGraph();
     if (first || !this.view) this.initial();
     this.apply();
     this.cloneMinimap();
+  };
+
+  /* A short graph (a pipeline, a few steps) gets a short canvas instead of a tall empty one. */
+  GraphView.prototype.shrinkToGraph = function () {
+    var s = this.size(), p = this.port();
+    var k = Math.min(p.w / s.w, 1);
+    if (k >= MIN_READABLE && s.h * k + 24 < p.h) {
+      this.canvas.style.height = Math.max(200, Math.ceil(s.h * k + 24)) + "px";
+    } else if (k < MIN_READABLE && s.h * READABLE + 24 < p.h) {
+      this.canvas.style.height = Math.max(200, Math.ceil(s.h * READABLE + 24)) + "px";
+    }
   };
 
   GraphView.prototype.initial = function () {
@@ -221,15 +233,26 @@
     var old = this.minimap.querySelector("svg");
     if (old) old.remove();
     if (!svg) return;
-    var copy = svg.cloneNode(true);
-    var s = this.size();
+    // A plain picture: boxes and edges only, no links, ids or labels (nothing to click or find twice).
+    var ns = "http://www.w3.org/2000/svg", s = this.size();
+    var copy = document.createElementNS(ns, "svg");
     copy.setAttribute("viewBox", "0 0 " + s.w + " " + s.h);
-    copy.removeAttribute("role");
+    copy.setAttribute("class", "minimap-graph");
     copy.setAttribute("aria-hidden", "true");
-    copy.querySelectorAll("a").forEach(function (a) {
-      a.removeAttribute("href"); a.removeAttribute("hx-get"); a.removeAttribute("tabindex");
+    svg.querySelectorAll("path.edge").forEach(function (edge) {
+      var p = document.createElementNS(ns, "path");
+      p.setAttribute("d", edge.getAttribute("d"));
+      p.setAttribute("class", "mini-edge");
+      copy.appendChild(p);
     });
-    copy.querySelectorAll("title, text").forEach(function (t) { t.remove(); });
+    svg.querySelectorAll("a.node").forEach(function (node) {
+      var rect = node.querySelector("rect");
+      if (!rect) return;
+      var r = rect.cloneNode(false);
+      var state = (node.getAttribute("class") || "").match(/state-[a-z]+/);
+      r.setAttribute("class", "mini-node " + (state ? state[0] : ""));
+      copy.appendChild(r);
+    });
     this.minimap.insertBefore(copy, this.mini);
     this.drawMinimap();
   };
