@@ -200,6 +200,29 @@ def runs_page(filters: RunFilters, *, limit: int = 50, after: str | None = None,
     )
 
 
+NEW_RUNS_CAP = 100  # "100+ new runs": counting further would cost without telling more
+
+
+def runs_pinned(filters: RunFilters, cursor: str | None, *, limit: int = 50) -> tuple[Page, int] | None:
+    """The page that starts at the run the operator is looking at, and how many newer runs match.
+
+    Lets a live list refresh states in place while new runs are announced, not inserted.
+    None when the cursor is missing or tampered with.
+    """
+    values = decode_cursor(cursor, 2)
+    if values is None:
+        return None
+    created = _parse_dt(values[0]) if isinstance(values[0], str) else None
+    if created is None or not isinstance(values[1], str):
+        return None
+    qs = filters.apply(Run.objects.defer("input"))
+    newer = Q(created_at__gt=created) | Q(created_at=created, id__gt=values[1])
+    new_count = qs.filter(newer).order_by()[:NEW_RUNS_CAP + 1].count()
+    rows = list(qs.exclude(newer).order_by("-created_at", "-id")[: limit + 1])
+    older = _cursor_of(rows[limit - 1], ("created_at", "id")) if len(rows) > limit else None
+    return Page(rows=rows[:limit], older=older, newer=cursor), new_count
+
+
 @dataclass(slots=True, kw_only=True)
 class Progress:
     """Done/total for a run, with counts by state in reading order."""

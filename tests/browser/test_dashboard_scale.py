@@ -232,3 +232,25 @@ def test_failures_first__viewer_sees_the_banner_without_the_retry_button(page: A
     page.goto(f"{live_server.url}/runs/{run_id}/")
     expect(page.locator(".failure-banner")).to_contain_text("gate_closed")
     expect(page.get_by_role("button", name="Retry failed steps")).to_have_count(0)
+
+
+def test_live_runs_list__new_runs_appear_or_are_announced_when_filtered(page: Any, live_server: Any,
+                                                                      runtime: Any, operator_user: Any) -> None:
+    run_graph(runtime, [{"id": "a", "kind": "noop"}], name="Already there")
+    login(page, live_server.url)
+    page.goto(f"{live_server.url}/runs/")
+    expect(page.locator("#runs-table")).to_contain_text("Already there")
+    # Started elsewhere (the command line, another operator): it appears on its own.
+    run_graph(runtime, [{"id": "a", "kind": "noop"}], name="Started from the CLI")
+    expect(page.locator("#runs-table tbody tr").first).to_contain_text("Started from the CLI", timeout=8_000)
+
+    # Filtered: rows stay where they are and a bar counts the newcomers.
+    page.goto(f"{live_server.url}/runs/?package=t")
+    first_row = page.locator("#runs-table tbody tr").first.inner_text()
+    run_graph(runtime, [{"id": "a", "kind": "noop"}], name="Newcomer")
+    bar = page.locator(".new-runs-bar")
+    expect(bar).to_contain_text("1 new run: show", timeout=8_000)
+    assert page.locator("#runs-table tbody tr").first.inner_text() == first_row
+    shoot_all(page, "runs-new-runs-bar")
+    bar.get_by_role("link").click()
+    expect(page.locator("#runs-table tbody tr").first).to_contain_text("Newcomer")

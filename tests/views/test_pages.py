@@ -163,11 +163,11 @@ def test_live_fragment__skips_the_graph_when_nothing_changed(operator_client: Cl
     assert "#graph-canvas" not in again and 'id="run-live"' in again
 
 
-def test_runs_table_fragment__polls_only_while_a_run_is_active(operator_client: Client, failed_run: str,
-                                                               runtime: Any) -> None:
+def test_runs_table_fragment__polls_always_faster_while_a_run_is_active(operator_client: Client, failed_run: str,
+                                                                        runtime: Any) -> None:
     hx = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "runs-table"}
     done = operator_client.get(reverse("workflow:runs") + "?state=failed", **hx)
-    assert done.status_code == 286
+    assert done.status_code == 200 and 'hx-trigger="every 10s"' in done.content.decode()
     run_graph(runtime, [{"id": "w", "kind": "noop"}])
     active = operator_client.get(reverse("workflow:runs") + "?package=t", **hx)
     body = active.content.decode()
@@ -176,6 +176,21 @@ def test_runs_table_fragment__polls_only_while_a_run_is_active(operator_client: 
 
 
 # -- runs list -----------------------------------------------------------------------------------
+def test_runs_table_fragment__pinned_poll_keeps_rows_and_counts_new_runs(operator_client: Client,
+                                                                        runtime: Any) -> None:
+    hx = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "runs-table"}
+    url = reverse("workflow:runs")
+    first = [run_graph(runtime, [{"id": "a", "kind": "noop"}], name=f"old-{i}") for i in range(3)]
+    top = operator_client.get(url, **hx).context["top_cursor"]
+    newer = [run_graph(runtime, [{"id": "a", "kind": "noop"}], name=f"new-{i}") for i in range(2)]
+    pinned = operator_client.get(url, {"pin": top}, **hx)
+    assert [r.id for r, _ in pinned.context["rows"]] == first[::-1]
+    assert pinned.context["new_runs"] == 2 and "2 new runs: show" in pinned.content.decode()
+    fresh = operator_client.get(url, **hx).context["rows"]
+    assert [r.id for r, _ in fresh][:2] == newer[::-1]
+    assert operator_client.get(url, {"pin": "garbage"}, **hx).context["new_runs"] == 0
+
+
 def test_runs_page__keyset_pages_newest_first(operator_client: Client, runtime: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr(runs_views, "RUNS_PER_PAGE", 3)
     ids = [run_graph(runtime, [{"id": "a", "kind": "noop"}], run_id=f"run-{i:02d}") for i in range(7)]

@@ -81,6 +81,17 @@
     if (elt.hasAttribute("data-live-pause-hidden") && document.visibilityState !== "visible") event.preventDefault();
   });
 
+  // <div data-live-pin="cursor"> polls "from the row on top" once the operator scrolled (or the
+  // view is filtered or paged: data-live-pinned), so new rows are announced, not inserted.
+  document.addEventListener("htmx:configRequest", function (event) {
+    var elt = event.detail.elt;
+    if (!elt || !elt.hasAttribute || !elt.hasAttribute("data-live-pin")) return;
+    var cursor = elt.getAttribute("data-live-pin");
+    if (cursor && (elt.hasAttribute("data-live-pinned") || window.scrollY > 40)) {
+      event.detail.parameters.pin = cursor;
+    }
+  });
+
   /* ---------- the run graph: fit, zoom, pan, minimap, jump ---------- */
   var MIN_READABLE = 0.55; // below this scale labels are unreadable: open at READABLE instead
   var READABLE = 0.8;
