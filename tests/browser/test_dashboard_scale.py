@@ -254,3 +254,32 @@ def test_live_runs_list__new_runs_appear_or_are_announced_when_filtered(page: An
     shoot_all(page, "runs-new-runs-bar")
     bar.get_by_role("link").click()
     expect(page.locator("#runs-table tbody tr").first).to_contain_text("Newcomer")
+
+
+def test_times__relative_in_the_viewers_zone_with_a_utc_switch(live_server: Any, runtime: Any, operator_user: Any,
+                                                              browser: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    fresh = run_graph(runtime, [{"id": "a", "kind": "noop"}], name="Fresh run")
+    old = run_graph(runtime, [{"id": "a", "kind": "noop"}], name="Old run")
+    Run.objects.filter(pk=old).update(created_at=timezone.now() - timedelta(days=3))
+    context = browser.new_context(timezone_id="Asia/Tokyo", viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    login(page, live_server.url)
+    page.goto(f"{live_server.url}/runs/{fresh}/")
+    created = page.locator(".facts time").first
+    expect(created).to_have_text(re.compile(r"just now|\d+ s ago"))
+    assert created.get_attribute("title").endswith("Asia/Tokyo")
+    page.goto(f"{live_server.url}/runs/")
+    old_time = page.locator("tr", has_text="Old run").locator("time")
+    expect(old_time).to_have_text(re.compile(r"^[A-Z][a-z]{2} \d{1,2}(?: \d{4})?, \d\d:\d\d$"))
+    tokyo = old_time.get_attribute("title")
+    page.locator(".usermenu summary").click()
+    page.get_by_role("button", name="Show times in UTC").click()
+    expect(old_time).to_have_attribute("title", re.compile(r"UTC$"))
+    assert old_time.get_attribute("title") != tokyo
+    page.reload()
+    expect(page.locator("tr", has_text="Old run").locator("time")).to_have_attribute("title", re.compile(r"UTC$"))
+    context.close()

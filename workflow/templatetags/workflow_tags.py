@@ -98,6 +98,16 @@ def short_time(value: datetime | None) -> str:
 
 
 @register.filter
+def when(value: datetime | None) -> str:
+    """A <time> element: the server's short time, which dashboard.js turns into "3 min ago" in the
+    viewer's time zone (or UTC), with the full date and time on hover."""
+    if value is None:
+        return "—"
+    return format_html('<time datetime="{}" data-when title="{}">{}</time>',
+                       value.isoformat(), full_time(value), short_time(value))
+
+
+@register.filter
 def full_time(value: datetime | None) -> str:
     if value is None:
         return "—"

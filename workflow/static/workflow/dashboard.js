@@ -92,6 +92,61 @@
     }
   });
 
+  /* ---------- times: relative, in the viewer's zone or UTC, full on hover ---------- */
+  var UTC_KEY = "workflow.times.utc";
+  function inUtc() {
+    try { return window.localStorage.getItem(UTC_KEY) === "1"; } catch (e) { return false; }
+  }
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function parts(date, utc) {
+    return utc
+      ? { y: date.getUTCFullYear(), mo: date.getUTCMonth(), d: date.getUTCDate(), h: date.getUTCHours(), mi: date.getUTCMinutes(), s: date.getUTCSeconds() }
+      : { y: date.getFullYear(), mo: date.getMonth(), d: date.getDate(), h: date.getHours(), mi: date.getMinutes(), s: date.getSeconds() };
+  }
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  function zoneName(utc) {
+    if (utc) return "UTC";
+    try { return Intl.DateTimeFormat().resolvedOptions().timeZone || "local time"; } catch (e) { return "local time"; }
+  }
+  function describe(date, now, utc) {
+    var p = parts(date, utc), n = parts(now, utc);
+    var clock = pad(p.h) + ":" + pad(p.mi) + ":" + pad(p.s);
+    var ago = Math.round((now - date) / 1000);
+    var text;
+    if (ago >= 0 && ago < 45) text = ago < 5 ? "just now" : ago + " s ago";
+    else if (ago >= 45 && ago < 3600) text = Math.round(ago / 60) + " min ago";
+    else if (ago < 0 && ago > -3600) text = "in " + Math.max(1, Math.round(-ago / 60)) + " min";
+    else if (p.y === n.y && p.mo === n.mo && p.d === n.d) text = clock;
+    else text = MONTHS[p.mo] + " " + p.d + (p.y !== n.y ? " " + p.y : "") + ", " + pad(p.h) + ":" + pad(p.mi);
+    var full = p.y + "-" + pad(p.mo + 1) + "-" + pad(p.d) + " " + clock + " " + zoneName(utc);
+    return { text: text, full: full };
+  }
+  function renderTimes(scope) {
+    var utc = inUtc(), now = new Date();
+    (scope && scope.querySelectorAll ? scope : document).querySelectorAll("time[data-when]").forEach(function (el) {
+      var date = new Date(el.getAttribute("datetime"));
+      if (isNaN(date.getTime())) return;
+      var d = describe(date, now, utc);
+      if (el.textContent !== d.text) el.textContent = d.text;
+      el.title = d.full;
+    });
+    document.querySelectorAll("[data-time-utc-toggle]").forEach(function (button) {
+      button.textContent = utc ? "Show times in " + zoneName(false) : "Show times in UTC";
+      button.setAttribute("aria-pressed", utc ? "true" : "false");
+    });
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-time-utc-toggle]");
+    if (!button) return;
+    try { window.localStorage.setItem(UTC_KEY, inUtc() ? "0" : "1"); } catch (e) { /* private mode */ }
+    renderTimes();
+  });
+  document.addEventListener("htmx:load", function (event) { renderTimes(event.detail && event.detail.elt); });
+  document.addEventListener("htmx:afterSettle", function () { renderTimes(); });
+  window.setInterval(function () { if (document.visibilityState === "visible") renderTimes(); }, 20000);
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", function () { renderTimes(); });
+  else renderTimes();
+
   /* ---------- the run graph: fit, zoom, pan, minimap, jump ---------- */
   var MIN_READABLE = 0.55; // below this scale labels are unreadable: open at READABLE instead
   var READABLE = 0.8;
