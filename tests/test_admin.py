@@ -110,3 +110,16 @@ def test_actions__need_the_operate_permission(staff_viewer_client: Client, runti
     assert "cancel_selected_runs" not in page
     staff_viewer_client.post(changelist(Run), {"action": "cancel_selected_runs", "_selected_action": [active]})
     assert Run.objects.get(pk=active).state != "canceled"
+
+
+def test_display__times_carry_minutes_and_a_step_shows_its_run_once(admin_client_: Client, failed_run: str) -> None:
+    import re
+
+    listing = admin_client_.get(reverse("admin:workflow_run_changelist")).content.decode()
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", listing)
+    assert "a.m." not in listing and "p.m." not in listing
+    assert "workflow/admin.css" in listing
+    step = Step.objects.filter(run_id=failed_run).first()
+    page = admin_client_.get(reverse("admin:workflow_step_change", args=[step.pk])).content.decode()
+    rows = re.findall(r'class="form-row field-([a-z_]+)', page)
+    assert "run_link" in rows and "run" not in rows, rows

@@ -283,3 +283,42 @@ def test_times__relative_in_the_viewers_zone_with_a_utc_switch(live_server: Any,
     page.reload()
     expect(page.locator("tr", has_text="Old run").locator("time")).to_have_attribute("title", re.compile(r"UTC$"))
     context.close()
+
+
+def test_small_things__phone_nav_runs_table_overview_table_and_breadcrumbs(page: Any, live_server: Any,
+                                                                          runtime: Any, operator_user: Any) -> None:
+    run_id = run_graph(runtime, [{"id": "g", "kind": "gate"}], name="Phone run")
+    drain(runtime)
+    # A long error message must not push the overview's failures table past its card.
+    Step.objects.filter(run_id=run_id, step_id="g").update(
+        error={"code": "gate_closed_with_a_rather_long_code_name", "message": "x" * 400, "retryable": False})
+    login(page, live_server.url)
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.goto(f"{live_server.url}/ops/")
+    fits = page.evaluate("""() => {
+        const t = document.querySelector('#failure-groups'); if (!t) return null;
+        return t.getBoundingClientRect().right <= t.closest('.card').getBoundingClientRect().right + 1;
+    }""")
+    assert fits is not False
+    shoot_all(page, "overview")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/runs/", f"/runs/{run_id}/"):
+        page.goto(f"{live_server.url}{path}")
+        # Every navigation item is on screen: nothing scrolls sideways.
+        for link in page.locator(".mainnav a").all():
+            box = link.bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, link.inner_text()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert page.locator(".breadcrumbs a").first.inner_text() == "Overview"
+    page.goto(f"{live_server.url}/runs/")
+    row = page.locator("tr", has_text="Phone run")
+    expect(row.locator(".show-narrow .badge")).to_have_text("failed")
+    progress = row.locator(".progress-cell")
+    box = progress.bounding_box()
+    assert box and box["x"] + box["width"] <= 390, "progress is off-screen on a phone"
+    shoot_all(page, "runs-phone")
+
+    # The step page does not link to itself.
+    page.goto(f"{live_server.url}/runs/{run_id}/steps/g/")
+    expect(page.get_by_role("link", name="Open as a page")).to_have_count(0)

@@ -67,6 +67,11 @@
     if (text && !window.confirm(text)) event.preventDefault();
   }, true);
 
+  document.addEventListener("click", function (event) {
+    var close = event.target.closest && event.target.closest("[data-toast-close]");
+    if (close && close.closest(".toast")) close.closest(".toast").remove();
+  });
+
   /* ---------- live polls that pause (no hx-trigger filters: those need eval) ---------- */
   // <div data-live-pause-when="#runs-form input[name=run]:checked"> skips its poll while the
   // selector matches; data-live-pause-hidden skips it while the tab is hidden.
