@@ -97,6 +97,21 @@
     }
   });
 
+  // <div data-newer-than="#rows tr[data-id]"> sends the newest shown row's id as newer_than, so
+  // a live tail asks only for what it has not got (the default when no row is shown yet).
+  document.addEventListener("htmx:configRequest", function (event) {
+    var elt = event.detail.elt;
+    if (!elt || !elt.hasAttribute || !elt.hasAttribute("data-newer-than")) return;
+    var row = document.querySelector(elt.getAttribute("data-newer-than"));
+    event.detail.parameters.newer_than = (row && row.getAttribute("data-id")) || elt.getAttribute("data-newer-than-default") || "0";
+  });
+  // <div data-remove-after-swap="#placeholder">: once it swapped content in, the placeholder goes.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var elt = event.detail.requestConfig && event.detail.requestConfig.elt;
+    var sel = elt && elt.getAttribute && elt.getAttribute("data-remove-after-swap");
+    if (sel) document.querySelectorAll(sel).forEach(function (el) { el.remove(); });
+  });
+
   /* ---------- times: relative, in the viewer's zone or UTC, full on hover ---------- */
   var UTC_KEY = "workflow.times.utc";
   function inUtc() {
