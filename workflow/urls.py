@@ -37,4 +37,5 @@ urlpatterns = [
     path("runs/<wfid:run_id>/steps/<wfid:step_id>/retry/", views.retry_step, name="retry_step"),
     path("artifacts/<wfid:artifact_id>/download/", views.download_artifact, name="download_artifact"),
     path("records/", views.records, name="records"),
+    path("search/", views.search, name="search"),
 ]

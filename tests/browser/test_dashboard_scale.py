@@ -322,3 +322,34 @@ def test_small_things__phone_nav_runs_table_overview_table_and_breadcrumbs(page:
     # The step page does not link to itself.
     page.goto(f"{live_server.url}/runs/{run_id}/steps/g/")
     expect(page.get_by_role("link", name="Open as a page")).to_have_count(0)
+
+
+def test_find_anything__slash_searches_jk_moves_enter_opens_copy_and_help(page: Any, live_server: Any,
+                                                                        runtime: Any, operator_user: Any) -> None:
+    names = [f"Keyboard run {i}" for i in range(3)]
+    ids = [run_graph(runtime, [{"id": "a", "kind": "noop"}], name=n) for n in names]
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    login(page, live_server.url)
+    page.goto(f"{live_server.url}/runs/")
+    page.locator("body").click(position={"x": 5, "y": 300})
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    expect(page.locator("#runs-table tbody tr.kb-current")).to_contain_text(names[1])
+    page.keyboard.press("k")
+    expect(page.locator("#runs-table tbody tr.kb-current")).to_contain_text(names[2])
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(re.escape(ids[2])))
+
+    page.locator("#run-live .copy-btn").click()
+    assert page.evaluate("navigator.clipboard.readText()") == ids[2]
+    page.keyboard.press("?")
+    expect(page.locator("dialog#kb-help")).to_be_visible()
+    shoot_all(page, "keyboard-help")
+    page.keyboard.press("Escape")
+
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "top-q"
+    page.keyboard.type(ids[0])
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(re.escape(ids[0])))
+    expect(page.locator("#run-live h1")).to_contain_text(names[0])

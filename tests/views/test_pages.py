@@ -342,3 +342,22 @@ def test_records_page__filters_and_links_to_the_writer(operator_client: Client, 
 def test_overview__counts_and_failures_by_code(operator_client: Client, failed_run: str) -> None:
     body = operator_client.get(reverse("workflow:overview")).content.decode()
     assert "boom" in body and "Engine overview" in body
+
+
+# -- search --------------------------------------------------------------------------------------
+def test_search__goes_straight_to_a_run_a_step_or_an_error_code(operator_client: Client, failed_run: str,
+                                                                runtime: Any) -> None:
+    url = reverse("workflow:search")
+    assert operator_client.get(url, {"q": failed_run})["Location"] == reverse("workflow:run", args=[failed_run])
+    named = run_graph(runtime, [{"id": "only-here", "kind": "noop"}], name="Quarterly close")
+    assert operator_client.get(url, {"q": "quarterly"})["Location"] == reverse("workflow:run", args=[named])
+    assert operator_client.get(url, {"q": "only-here"})["Location"].endswith("?step=only-here")
+    assert "code=boom" in operator_client.get(url, {"q": "boom"})["Location"]
+    nothing = operator_client.get(url, {"q": "<script>nothing</script>"})
+    assert nothing.status_code == 200 and "Nothing matches" in nothing.content.decode()
+    assert "<script>nothing" not in nothing.content.decode()
+    assert operator_client.get(url, {"q": "x" * 5000}).status_code == 200
+
+
+def test_search__needs_a_login(client: Client) -> None:
+    assert client.get(reverse("workflow:search"), {"q": "x"}).status_code == 302

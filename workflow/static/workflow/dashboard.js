@@ -112,6 +112,96 @@
     if (sel) document.querySelectorAll(sel).forEach(function (el) { el.remove(); });
   });
 
+  /* ---------- copy buttons ---------- */
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy]");
+    if (!button) return;
+    var text = button.getAttribute("data-copy");
+    function done() {
+      button.classList.add("copied");
+      button.setAttribute("title", "Copied");
+      window.setTimeout(function () { button.classList.remove("copied"); button.setAttribute("title", "Copy"); }, 1500);
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { fallbackCopy(text); done(); });
+    } else { fallbackCopy(text); done(); }
+  });
+  function fallbackCopy(text) {
+    var area = document.createElement("textarea");
+    area.value = text; area.setAttribute("readonly", ""); area.style.position = "fixed"; area.style.opacity = "0";
+    document.body.appendChild(area); area.select();
+    try { document.execCommand("copy"); } catch (e) { /* nothing more to try */ }
+    area.remove();
+  }
+
+  /* ---------- keyboard: / searches, j/k move through a list, Enter opens, ? explains ---------- */
+  function typing(target) {
+    return target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName));
+  }
+  function keyRows() {
+    var list = document.querySelector("[data-keynav]");
+    if (!list) return [];
+    return Array.prototype.filter.call(list.children, function (row) {
+      return row.querySelector && row.querySelector("a[href]");
+    });
+  }
+  var current = -1;
+  function mark(rows, index) {
+    rows.forEach(function (row) { row.classList.remove("kb-current"); });
+    if (!rows.length) return;
+    current = Math.max(0, Math.min(rows.length - 1, index));
+    rows[current].classList.add("kb-current");
+    rows[current].scrollIntoView({ block: "nearest" });
+  }
+  function cheatSheet() {
+    var dialog = document.getElementById("kb-help");
+    if (!dialog) {
+      dialog = document.createElement("dialog");
+      dialog.id = "kb-help";
+      dialog.className = "kb-help";
+      var rows = [["/", "search runs, steps and error codes"], ["j / k", "next / previous row of the list"],
+        ["Enter", "open the highlighted row"], ["+ / − / 0", "zoom the graph in, out, fit (graph focused)"],
+        ["arrows", "pan the graph (graph focused)"], ["?", "this help"], ["Esc", "close"]];
+      var h = document.createElement("h2"); h.textContent = "Keyboard shortcuts"; dialog.appendChild(h);
+      var dl = document.createElement("dl");
+      rows.forEach(function (r) {
+        var dt = document.createElement("dt"), kbd = document.createElement("kbd"), dd = document.createElement("dd");
+        kbd.textContent = r[0]; dt.appendChild(kbd); dd.textContent = r[1]; dl.appendChild(dt); dl.appendChild(dd);
+      });
+      dialog.appendChild(dl);
+      var close = document.createElement("button");
+      close.type = "button"; close.className = "btn btn-sm"; close.textContent = "Close";
+      close.addEventListener("click", function () { dialog.close(); });
+      dialog.appendChild(close);
+      document.body.appendChild(dialog);
+    }
+    if (!dialog.open) dialog.showModal();
+  }
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
+    if (event.target.closest && event.target.closest("[data-graph-view]")) return; // the graph has its own keys
+    var rows;
+    if (event.key === "/") {
+      var box = document.getElementById("top-q");
+      if (box) { event.preventDefault(); box.focus(); box.select(); }
+    } else if (event.key === "?") {
+      event.preventDefault(); cheatSheet();
+    } else if (event.key === "j" || event.key === "k") {
+      rows = keyRows();
+      if (!rows.length) return;
+      event.preventDefault();
+      mark(rows, current < 0 || !rows[current] || !rows[current].classList.contains("kb-current")
+        ? (event.key === "j" ? 0 : rows.length - 1) : current + (event.key === "j" ? 1 : -1));
+    } else if (event.key === "Enter") {
+      rows = keyRows();
+      var row = rows[current];
+      if (row && row.classList.contains("kb-current")) {
+        event.preventDefault();
+        row.querySelector("a[href]").click();
+      }
+    }
+  });
+
   /* ---------- times: relative, in the viewer's zone or UTC, full on hover ---------- */
   var UTC_KEY = "workflow.times.utc";
   function inUtc() {
