@@ -7,7 +7,6 @@ import importlib
 import re
 from collections.abc import Callable
 from typing import Any
-
 from urllib.parse import quote
 
 import pytest

@@ -18,7 +18,6 @@ from ..models import Step
 from .common import operator_action, render_fragment, viewer
 from .run import refreshed_run, run_url
 
-
 DIFF_LINES_MAX = 200
 # Log lines open with their time; every line of two attempts would differ by it alone.
 _LOG_TIME = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?\s*")
