@@ -246,11 +246,11 @@ def test_live_runs_list__new_runs_appear_or_are_announced_when_filtered(page: An
 
     # Filtered: rows stay where they are and a bar counts the newcomers.
     page.goto(f"{live_server.url}/runs/?package=t")
-    first_row = page.locator("#runs-table tbody tr").first.inner_text()
+    first_row = page.locator("#runs-table tbody tr .run-cell a").first.inner_text()
     run_graph(runtime, [{"id": "a", "kind": "noop"}], name="Newcomer")
     bar = page.locator(".new-runs-bar")
     expect(bar).to_contain_text("1 new run: show", timeout=8_000)
-    assert page.locator("#runs-table tbody tr").first.inner_text() == first_row
+    assert page.locator("#runs-table tbody tr .run-cell a").first.inner_text() == first_row
     shoot_all(page, "runs-new-runs-bar")
     bar.get_by_role("link").click()
     expect(page.locator("#runs-table tbody tr").first).to_contain_text("Newcomer")
@@ -273,7 +273,7 @@ def test_times__relative_in_the_viewers_zone_with_a_utc_switch(live_server: Any,
     expect(created).to_have_text(re.compile(r"just now|\d+ s ago"))
     assert created.get_attribute("title").endswith("Asia/Tokyo")
     page.goto(f"{live_server.url}/runs/")
-    old_time = page.locator("tr", has_text="Old run").locator("time")
+    old_time = page.locator("tr", has_text="Old run").locator("td.hide-narrow time")
     expect(old_time).to_have_text(re.compile(r"^[A-Z][a-z]{2} \d{1,2}(?: \d{4})?, \d\d:\d\d$"))
     tokyo = old_time.get_attribute("title")
     page.locator(".usermenu summary").click()
@@ -281,7 +281,7 @@ def test_times__relative_in_the_viewers_zone_with_a_utc_switch(live_server: Any,
     expect(old_time).to_have_attribute("title", re.compile(r"UTC$"))
     assert old_time.get_attribute("title") != tokyo
     page.reload()
-    expect(page.locator("tr", has_text="Old run").locator("time")).to_have_attribute("title", re.compile(r"UTC$"))
+    expect(page.locator("tr", has_text="Old run").locator("td.hide-narrow time")).to_have_attribute("title", re.compile(r"UTC$"))
     context.close()
 
 
