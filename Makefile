@@ -17,13 +17,17 @@ $(BIN)/.installed: $(BIN)/.installed-demo
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# PORT=8080 make run picks the port. Ctrl-C stops both processes (the worker drains first) and
+# ends with status 0; the login and a first thing to look at are printed once the site answers.
+PORT ?= 8000
 run: $(BIN)/.installed-demo
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py setupdemo
-	@echo "Dashboard: http://127.0.0.1:8000/  (Ctrl-C stops the site and the worker)"
-	@trap 'kill 0' INT TERM EXIT; \
-	  $(BIN)/python manage.py runworkers & \
-	  $(BIN)/python manage.py runserver 127.0.0.1:8000 --noreload
+	@$(BIN)/python manage.py runworkers & worker=$$!; \
+	  $(BIN)/python manage.py runserver 127.0.0.1:$(PORT) --noreload & site=$$!; \
+	  trap 'trap "" INT TERM; kill -TERM $$site $$worker 2>/dev/null; wait $$site $$worker 2>/dev/null; echo " stopped."; exit 0' INT TERM; \
+	  $(BIN)/python manage.py setupdemo --welcome http://127.0.0.1:$(PORT)/ --site-pid $$site; \
+	  wait $$site; status=$$?; kill -TERM $$worker 2>/dev/null; wait $$worker 2>/dev/null; exit $$status
 
 # The whole suite on SQLite, then again on PostgreSQL when it is reachable (in CI it must be).
 test: $(BIN)/.installed lint test-sqlite test-postgres

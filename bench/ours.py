@@ -673,6 +673,8 @@ def sc_dash(a: argparse.Namespace) -> dict:
         else:
             pages["runs_deep_page"] = {"missing": "no keyset 'older' link found on the runs page"}
         timed("run_page_10k_steps", "run", (run_id,))
+        # An opened group is paged (200 steps a page), so this page has a bound whatever the group's size.
+        timed("run_page_10k_expanded_group", "run", (run_id,), query="?expand=%3A%3Anoop%405")
         timed("step_page", "step", (run_id, f"s{a.n // 2:06d}"))
         return {"scenario": "dash", "runs_seeded": a.runs, "steps_per_seeded_run": a.per_run, "seed_seconds": r4(seed_s),
                 "run_steps": a.n, "pages": pages, "durability": durability(), "versions": versions(),

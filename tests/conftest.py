@@ -138,3 +138,9 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
         "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"],
     }
+
+
+def pytest_collection_modifyitems(config: Any, items: list[pytest.Item]) -> None:
+    """Browser tests run last: Playwright's sync API leaves an event loop in the main thread, and
+    Django's async test methods (async_to_sync) refuse to run beside one."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

@@ -158,3 +158,16 @@ def test_json_fields__shown_read_only_and_escaped(admin_client_: Client, failed_
     page = admin_client_.get(reverse("admin:workflow_step_change", args=[step.pk])).content.decode()
     assert "&lt;script&gt;" in page and EVIL not in page
     assert 'name="result"' not in page and 'name="error"' not in page  # no form field: read-only
+
+
+def test_display__times_carry_minutes_and_a_step_shows_its_run_once(admin_client_: Client, failed_run: str) -> None:
+    import re
+
+    listing = admin_client_.get(reverse("admin:workflow_run_changelist")).content.decode()
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", listing)
+    assert "a.m." not in listing and "p.m." not in listing
+    assert "workflow/admin.css" in listing
+    step = Step.objects.filter(run_id=failed_run).first()
+    page = admin_client_.get(reverse("admin:workflow_step_change", args=[step.pk])).content.decode()
+    rows = re.findall(r'class="form-row field-([a-z_]+)', page)
+    assert "run_link" in rows and "run" not in rows, rows

@@ -2,7 +2,19 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from workflow.graph import GraphEdge, GraphNode, LaidOutNode, Layout, build_layout, render_svg
+from workflow.graph import (
+    EXPAND_PAGE,
+    MAX_EXPANDED,
+    SIBLING_LIMIT,
+    GraphEdge,
+    GraphNode,
+    LaidOutNode,
+    Layout,
+    build_layout,
+    format_expanded,
+    parse_expanded,
+    render_svg,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -163,8 +175,41 @@ def test_grouping__shows_the_members_of_an_expanded_group():
 
     assert layout.grouped is True
     assert "split::work" not in laid
-    assert len(laid) == 1002
-    assert not any(n.is_group for n in layout.nodes)
+    # One page of members, plus split, join and one box for the 800 others.
+    assert len(laid) == EXPAND_PAGE + 3
+    assert laid["split::work@more"].count == 1000 - EXPAND_PAGE
+    assert laid["split::work@more"].label.startswith("+800 more")
+    assert layout.box_of["w0999"] == "split::work@more"
+
+
+def test_grouping__pages_an_expanded_group_and_cycles_past_the_last_page():
+    nodes, edges = thousand_children()
+    second = by_id(build_layout(nodes, edges, expanded={"split::work": 1}))
+    shown = sorted(k for k, n in second.items() if not n.is_group and k.startswith("w"))
+    assert shown[0] == f"w{EXPAND_PAGE:04d}" and len(shown) == EXPAND_PAGE
+    wrapped = by_id(build_layout(nodes, edges, expanded={"split::work": 5}))
+    assert "w0000" in wrapped
+
+
+def test_grouping__an_expanded_hundred_thousand_step_group_stays_bounded():
+    children = [step(f"w{i:06d}", kind="work", parent="split") for i in range(100_000)]
+    nodes = [step("split", "succeeded", kind="split"), *children]
+    layout = build_layout(nodes, [], expanded={"split::work": 3})
+    assert len(layout.nodes) == EXPAND_PAGE + 2
+    assert len(render_svg(layout, step_url=str, group_url=str)) < 200_000
+
+
+def test_grouping__collapses_a_large_sibling_set_even_in_a_small_run():
+    children = [step(f"c{i}", kind="work", parent="root") for i in range(SIBLING_LIMIT + 1)]
+    laid = by_id(build_layout([step("root", kind="split"), *children], []))
+    assert set(laid) == {"root", "root::work"}
+
+
+def test_parse_expanded__reads_pages_and_keeps_the_last_few():
+    assert parse_expanded(["a::k", "b::k@2", "c@x"]) == {"a::k": 0, "b::k": 2, "c@x": 0}
+    many = parse_expanded([f"g{i}::k" for i in range(10)])
+    assert list(many) == [f"g{i}::k" for i in range(10 - MAX_EXPANDED, 10)]
+    assert format_expanded({"a::k": 0, "b::k": 2}) == ["a::k", "b::k@2"]
 
 
 def test_grouping__shows_a_group_of_one_as_its_single_step():

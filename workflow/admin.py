@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import JSONField, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from . import operator
@@ -64,6 +66,25 @@ class ReadOnlyEngineAdmin(admin.ModelAdmin):
     show_full_result_count = False  # no COUNT(*) over millions of rows on every changelist
     list_per_page = 50
     deletable = False  # deleting a step or lease under the engine would corrupt a live run
+    shown_by_link: tuple[str, ...] = ()  # model fields a *_link column already shows: not twice
+
+    class Media:
+        css = {"all": ("workflow/admin.css",)}
+
+    def __init__(self, model: type[models.Model], admin_site: Any) -> None:
+        super().__init__(model, admin_site)
+        # Django's default format reads "8 a.m."; engine times need minutes and seconds.
+        self._time_columns: dict[str, str] = {}
+        for f in model._meta.fields:
+            if isinstance(f, models.DateTimeField):
+                name = f"{f.name}_time"
+                setattr(self, name, _time_column(f.name, str(f.verbose_name)))
+                self._time_columns[f.name] = name
+            elif isinstance(f, JSONField):
+                setattr(self, f"{f.name}_json", json_display(f.name))
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        return [self._time_columns.get(n, n) if isinstance(n, str) else n for n in super().get_list_display(request)]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self.deletable and super().has_delete_permission(request, obj)
@@ -71,23 +92,26 @@ class ReadOnlyEngineAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def __init__(self, model: Any, admin_site: Any) -> None:
-        super().__init__(model, admin_site)
-        for f in model._meta.fields:
-            if isinstance(f, JSONField):
-                setattr(self, f"{f.name}_json", json_display(f.name))
-
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         editable = set(getattr(self, "editable_fields", ()))
         names = [
-            f"{f.name}_json" if isinstance(f, JSONField) else f.name
-            for f in self.model._meta.fields if f.name not in editable
+            f"{f.name}_json" if isinstance(f, JSONField) else self._time_columns.get(f.name, f.name)
+            for f in self.model._meta.fields if f.name not in editable and f.name not in self.shown_by_link
         ]
         return [*names, *self.readonly_fields]
 
     def get_exclude(self, request: HttpRequest, obj: Any = None) -> list[str]:
         json_names = [f.name for f in self.model._meta.fields if isinstance(f, JSONField)]
-        return [*(self.exclude or ()), *json_names]
+        return [*(self.exclude or ()), *json_names, *self.shown_by_link]
+
+
+def _time_column(field: str, label: str) -> Any:
+    @admin.display(description=label, ordering=field)
+    def column(obj: Any) -> str:
+        value = getattr(obj, field)
+        return "—" if value is None else timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+
+    return column
 
 
 @admin.register(Run)
@@ -165,6 +189,7 @@ class StepAdmin(ReadOnlyEngineAdmin):
     list_select_related = ("run",)
     raw_id_fields = ("run",)
     readonly_fields = ("run_link", "leases_link", "artifacts_link", "dashboard")
+    shown_by_link = ("run",)
     actions = ["retry_selected_failed_steps"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Step]:

@@ -6,6 +6,7 @@ into (parent, kind) groups so 10,000-step runs stay readable and fast.
 
 from __future__ import annotations
 
+import hashlib
 import html
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Sequence
@@ -24,6 +25,14 @@ ROW_GAP = 14.0
 MARGIN = 16.0
 LABEL_MAX = 22
 SWEEPS = 4
+# An expanded group shows this many members at a time; the rest stay one "more" box, so a page
+# costs the same whether the group holds 400 steps or 100,000.
+EXPAND_PAGE = 200
+# At most this many groups are expanded at once (older ones collapse again): bounds every page.
+MAX_EXPANDED = 4
+# Below the grouping threshold, a set of emitted siblings (same parent and kind) larger than this
+# still collapses: a 150-step fan-out would otherwise be one column 8,000 px tall.
+SIBLING_LIMIT = 40
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +98,8 @@ class Layout:
     nodes: tuple[LaidOutNode, ...]
     edges: tuple[LaidOutEdge, ...]
     grouped: bool
+    box_of: dict[str, str] | None = None  # step id -> the id of the box that shows it
+    group_of: dict[str, str] | None = None  # step id -> its group key
 
 
 @dataclass(slots=True, kw_only=True)
@@ -105,9 +116,45 @@ class _Box:
     counts: tuple[tuple[str, int], ...] = ()
 
 
-def group_key(parent: str | None, kind: str) -> str:
-    """The key used in `expanded` and group URLs; stable across requests."""
+def group_key(parent: str | None, kind: str, needs: Sequence[str] = ()) -> str:
+    """The key used in `expanded` and group URLs; stable across requests.
+
+    Emitted steps group by (parent, kind). Declared top-level steps also need the same required
+    dependencies to share a box, so a pipeline's extract, load and report (all one kind) stay apart
+    while the thousand transforms between them collapse.
+    """
+    if parent is None and needs:
+        digest = hashlib.sha1("\n".join(sorted(needs)).encode(), usedforsecurity=False).hexdigest()[:8]
+        return f"::{kind}#{digest}"
     return f"{parent or ''}::{kind}"
+
+
+def group_keys(nodes: Sequence[GraphNode], edges: Sequence[GraphEdge]) -> dict[str, str]:
+    """Each step's group key (see `group_key`)."""
+    needs: dict[str, list[str]] = defaultdict(list)
+    top = {n.id for n in nodes if n.parent is None}
+    for e in edges:
+        if e.required and e.target in top:
+            needs[e.target].append(e.source)
+    return {n.id: group_key(n.parent, n.kind, needs.get(n.id, ())) for n in nodes}
+
+
+def parse_expanded(values: Sequence[str]) -> dict[str, int]:
+    """Read ``key`` or ``key@page`` entries into {group key: page}; keep the last MAX_EXPANDED."""
+    pages: dict[str, int] = {}
+    for value in values:
+        key, sep, page = value.rpartition("@")
+        if not sep or not page.isdigit() or len(page) > 7:
+            key, page = value, "0"
+        if key:
+            pages.pop(key, None)
+            pages[key] = int(page)
+    return dict(list(pages.items())[-MAX_EXPANDED:])
+
+
+def format_expanded(pages: dict[str, int]) -> list[str]:
+    """The inverse of `parse_expanded`, for building links."""
+    return [key if page == 0 else f"{key}@{page}" for key, page in pages.items()]
 
 
 def _truncate(text: str, limit: int = LABEL_MAX) -> str:
@@ -123,20 +170,41 @@ def _group_state(tally: Counter[str]) -> str:
 
 
 def _collapse(
-    nodes: Sequence[GraphNode], grouped: bool, expanded: Collection[str]
+    nodes: Sequence[GraphNode], keys: dict[str, str], grouped: bool, expanded: Collection[str] | dict[str, int],
+    *, sibling_limit: int = SIBLING_LIMIT, page_size: int = EXPAND_PAGE,
 ) -> tuple[dict[str, _Box], dict[str, str]]:
-    """Return display boxes and a map step id -> box id (itself, or its group key)."""
+    """Return display boxes and a map step id -> box id (itself, its group, or its group's "more")."""
     members: dict[str, list[GraphNode]] = defaultdict(list)
-    if grouped:
-        for n in nodes:
-            members[group_key(n.parent, n.kind)].append(n)
-    shown = set(expanded)
+    for n in nodes:
+        members[keys[n.id]].append(n)
+    pages = expanded if isinstance(expanded, dict) else dict.fromkeys(expanded, 0)
+
+    def collapses(key: str) -> bool:
+        # Declared top-level steps keep their own boxes below the threshold: their edges are the story.
+        size = len(members[key])
+        return size > 1 and (grouped or (size > sibling_limit and not key.startswith("::")))
+
+    # An expanded group shows one page of members (by id); the others share a "more" box.
+    hidden: dict[str, list[GraphNode]] = {}
+    visible: set[str] = set()
+    for key, page in pages.items():
+        group = members.get(key)
+        if not group or not collapses(key):
+            continue
+        ordered = sorted(group, key=lambda n: n.id)
+        pages_total = -(-len(ordered) // page_size)
+        page %= pages_total  # past the last page the "more" box cycles back to the first
+        start = page * page_size
+        visible.update(n.id for n in ordered[start:start + page_size])
+        rest = ordered[:start] + ordered[start + page_size:]
+        if rest:
+            hidden[key] = rest
     boxes: dict[str, _Box] = {}
     rep: dict[str, str] = {}
     for n in nodes:
-        key = group_key(n.parent, n.kind)
-        if grouped and key not in shown and len(members[key]) > 1:
-            rep[n.id] = key
+        key = keys[n.id]
+        if collapses(key) and n.id not in visible:
+            rep[n.id] = f"{key}@more" if key in hidden else key
             continue
         rep[n.id] = n.id
         word = ("blocked" if n.blocked else n.state)
@@ -145,8 +213,14 @@ def _collapse(
             sublabel=word, title=f"{n.id} ({n.kind}): {word}",
         )
     for key, group in members.items():
-        if key in shown or len(group) < 2:
+        if not collapses(key):
             continue
+        if key in pages:
+            if key not in hidden:
+                continue
+            group, box_id = hidden[key], f"{key}@more"
+        else:
+            box_id = key
         tally = Counter(("blocked" if n.blocked else n.state) for n in group)
         counts = tuple((s, tally[s]) for s in _SUMMARY_ORDER if s in tally)
         counts += tuple(sorted((s, c) for s, c in tally.items() if s not in _SUMMARY_ORDER))
@@ -154,10 +228,12 @@ def _collapse(
         pending = tally["pending"] + tally["blocked"]
         summary = " · ".join(f"{c:,} {s}" for s, c in counts)
         parent, kind = group[0].parent, group[0].kind
-        boxes[key] = _Box(
-            id=key, kind=kind, state=state, blocked=state == "pending" and tally["blocked"] == pending,
-            label=_truncate(f"{kind} ×{len(group):,}"), sublabel=summary,
-            title=f"{parent or '(top level)'}/{kind} ×{len(group):,}: {summary}",
+        more = box_id != key
+        label = f"+{len(group):,} more {kind}" if more else f"{kind} ×{len(group):,}"
+        boxes[box_id] = _Box(
+            id=box_id, kind=kind, state=state, blocked=state == "pending" and tally["blocked"] == pending,
+            label=_truncate(label), sublabel=summary,
+            title=f"{parent or '(top level)'}/{kind}: {len(group):,} {'more ' if more else ''}steps: {summary}",
             group_key=key, count=len(group), counts=counts,
         )
     return boxes, rep
@@ -254,11 +330,18 @@ def build_layout(
     edges: Sequence[GraphEdge],
     *,
     group_threshold: int = 200,
-    expanded: Collection[str] = (),
+    expanded: Collection[str] | dict[str, int] = (),
+    sibling_limit: int = SIBLING_LIMIT,
+    page_size: int = EXPAND_PAGE,
 ) -> Layout:
-    """Lay out a run's steps left to right; collapse (parent, kind) groups past `group_threshold`."""
-    grouped = len(nodes) > group_threshold
-    boxes, rep = _collapse(nodes, grouped, expanded)
+    """Lay out a run's steps left to right; collapse (parent, kind) groups past `group_threshold`.
+
+    `expanded` names groups to open (or maps them to the page of members to show).
+    """
+    keys = group_keys(nodes, edges)
+    boxes, rep = _collapse(nodes, keys, len(nodes) > group_threshold, expanded,
+                           sibling_limit=sibling_limit, page_size=page_size)
+    grouped = any(b.group_key is not None for b in boxes.values())
     merged = _merge_edges(nodes, edges, rep)
     ids = sorted(boxes)
     succ: dict[str, list[str]] = {v: [] for v in ids}
@@ -291,7 +374,7 @@ def build_layout(
     height = 2 * MARGIN + tallest * NODE_H + max(tallest - 1, 0) * ROW_GAP
     return Layout(
         width=width, height=height, nodes=tuple(placed[v] for row in rows for v in row),
-        edges=laid_edges, grouped=grouped,
+        edges=laid_edges, grouped=grouped, box_of=rep, group_of=keys,
     )
 
 
@@ -335,7 +418,7 @@ def render_svg(
         classes = ["node", f"state-{state}"]
         if node.is_group:
             classes.append("group")
-            href, ident = group_url(node.group_key or node.id), f'data-group-key="{e(node.id)}"'
+            href, ident = group_url(node.id), f'data-group-key="{e(node.id)}"'
         else:
             href, ident = step_url(node.href_step or node.id), f'data-step-id="{e(node.id)}"'
         is_selected = selected is not None and node.id == selected

@@ -132,7 +132,6 @@ def _cursor_of(row: Any, fields: Sequence[str]) -> str:
     return encode_cursor(*(getattr(row, f) for f in fields))
 
 
-
 # -- runs ----------------------------------------------------------------------------------------
 RUN_SCAN_WINDOW = 5000  # runs a substring or metadata filter is tried on per page
 
@@ -204,6 +203,35 @@ def runs_page(filters: RunFilters, *, limit: int = 50, after: str | None = None,
         qs, fields=("created_at", "id"), descending=True, limit=limit, after=after, before=before,
         scan=scan, scan_window=RUN_SCAN_WINDOW,
     )
+
+
+NEW_RUNS_CAP = 100  # "100+ new runs": counting further would cost without telling more
+
+
+def runs_pinned(filters: RunFilters, cursor: str | None, *, limit: int = 50) -> tuple[Page, int] | None:
+    """The page that starts at the run the operator is looking at, and how many newer runs match.
+
+    Lets a live list refresh states in place while new runs are announced, not inserted.
+    None without a cursor; a cursor this site did not make is ``forms.BadInput`` (a 400).
+    A name or metadata filter is tried on a bounded window of rows, as on every runs page.
+    """
+    fields = ("created_at", "id")
+    values = forms.parse_cursor(cursor, forms.cursor_kinds(Run, fields))
+    if values is None:
+        return None
+    created, run_id = values
+    qs = filters.apply(Run.objects.defer("input"))
+    newer = Q(created_at__gt=created) | Q(created_at=created, id__gt=run_id)
+    newer_runs = qs.filter(created_at__gte=created).filter(newer)
+    if filters.needs_scan:
+        window = newer_runs.order_by("created_at", "id").values("pk")[:RUN_SCAN_WINDOW]
+        newer_runs = filters.apply_scanned(qs.filter(pk__in=window))
+    new_count = newer_runs.order_by()[:NEW_RUNS_CAP + 1].count()
+    scan = filters.apply_scanned if filters.needs_scan else None
+    page = keyset_page(qs.filter(created_at__lte=created).exclude(newer), fields=fields, descending=True,
+                       limit=limit, scan=scan, scan_window=RUN_SCAN_WINDOW)
+    page.newer = cursor
+    return page, new_count
 
 
 @dataclass(slots=True, kw_only=True)

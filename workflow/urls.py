@@ -57,6 +57,7 @@ dashboard_patterns = [
     page("runs/<wfid:run_id>/steps/<wfid:step_id>/retry/", views.retry_step, "retry_step"),
     page("artifacts/<wfid:artifact_id>/download/", views.download_artifact, "download_artifact"),
     page("records/", views.records, "records"),
+    page("search/", views.search, "search"),
     page("schedules/", schedules.schedules, "schedules"),
     page("schedules/<str:key>/pause/", schedules.pause_schedule, "pause_schedule"),
     page("schedules/<str:key>/resume/", schedules.resume_schedule, "resume_schedule"),

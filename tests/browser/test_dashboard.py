@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import GATE, login
+from tests.browser.conftest import GATE, SCREENSHOTS, login
 from tests.conftest import drain, run_graph
 from workflow.models import Run, Step
 
@@ -57,7 +57,12 @@ def test_failed_run__open_step_from_graph_read_error_and_retry(page: Any, live_s
     drain(runtime)
     assert Step.objects.get(run_id=run_id, step_id="gate").state == "succeeded"
     expect(panel.locator(".panel-state .badge")).to_have_text("succeeded", timeout=10_000)
-    expect(panel.locator("pre.code-log").last).to_contain_text("gate open, passing")
+    expect(panel.locator("pre.code-log").first).to_contain_text("gate open, passing")  # newest attempt first
+    expect(panel.locator("article.attempt").first).to_contain_text("Attempt 2")
+    panel.locator("details.attempt-diff summary").first.click()
+    expect(panel.locator("pre.code-diff .dl-add").first).to_contain_text("gate open, passing")
+    expect(panel.locator(".diff-facts")).to_contain_text("gate_closed")
+    panel.screenshot(path=str(SCREENSHOTS / "step_panel_attempt_diff.png"))
     expect(page.locator("#run-live .badge").first).to_have_text("succeeded", timeout=10_000)
     expect(page.locator("#run-events")).to_contain_text("by otto")
     shoot("run_retried_succeeded")

@@ -347,5 +347,5 @@ def test_action_from_a_page_with_a_stale_cursor__acts_and_refreshes(operator_cli
     current = f"http://testserver/runs/{failed_run}/?safter=WyJ4IiwgInkiXQ"
     response = operator_client.post(reverse("workflow:retry_step", args=[failed_run, "b"]),
                                     HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL=current)
-    assert response.status_code == 200 and 'id="step-table"' in response.content.decode()
+    assert response.status_code == 200 and 'id="step-rows"' in response.content.decode()
     assert Step.objects.get(run_id=failed_run, step_id="b").state == "ready"

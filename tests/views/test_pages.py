@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import importlib
+import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from django.db import connection
@@ -15,7 +18,8 @@ from django.urls import reverse
 from tests.conftest import drain, run_graph
 from tests.views.conftest import EVIL
 from workflow import conf
-from workflow.models import Artifact, Run
+from workflow.graph import EXPAND_PAGE, MAX_EXPANDED
+from workflow.models import Artifact, Run, Step
 
 runs_views = importlib.import_module("workflow.views.runs")
 
@@ -158,11 +162,11 @@ def test_live_fragment__skips_the_graph_when_nothing_changed(operator_client: Cl
     assert "#graph-canvas" not in again and 'id="run-live"' in again
 
 
-def test_runs_table_fragment__polls_only_while_a_run_is_active(operator_client: Client, failed_run: str,
-                                                               runtime: Any) -> None:
+def test_runs_table_fragment__polls_always_faster_while_a_run_is_active(operator_client: Client, failed_run: str,
+                                                                        runtime: Any) -> None:
     hx = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "runs-table"}
     done = operator_client.get(reverse("workflow:runs") + "?state=failed", **hx)
-    assert done.status_code == 286
+    assert done.status_code == 200 and 'hx-trigger="every 10s"' in done.content.decode()
     run_graph(runtime, [{"id": "w", "kind": "noop"}])
     active = operator_client.get(reverse("workflow:runs") + "?package=t", **hx)
     body = active.content.decode()
@@ -171,6 +175,27 @@ def test_runs_table_fragment__polls_only_while_a_run_is_active(operator_client: 
 
 
 # -- runs list -----------------------------------------------------------------------------------
+def test_runs_table_fragment__pinned_poll_keeps_rows_and_counts_new_runs(operator_client: Client,
+                                                                        runtime: Any) -> None:
+    hx = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "runs-table"}
+    url = reverse("workflow:runs")
+    first = [run_graph(runtime, [{"id": "a", "kind": "noop"}], name=f"old-{i}") for i in range(3)]
+    top = operator_client.get(url, **hx).context["top_cursor"]
+    newer = [run_graph(runtime, [{"id": "a", "kind": "noop"}], name=f"new-{i}") for i in range(2)]
+    pinned = operator_client.get(url, {"pin": top}, **hx)
+    assert [r.id for r, _ in pinned.context["rows"]] == first[::-1]
+    assert pinned.context["new_runs"] == 2 and "2 new runs: show" in pinned.content.decode()
+    fresh = operator_client.get(url, **hx).context["rows"]
+    assert [r.id for r, _ in fresh][:2] == newer[::-1]
+    crafted = operator_client.get(url, {"pin": "garbage"}, **hx)  # a cursor this site did not make: a 400
+    assert crafted.status_code == 400 and "page cursor" in crafted.content.decode()
+    # A name filter is tried on the pinned page and on the newer runs it counts.
+    pinned = operator_client.get(url, {"pin": top, "q": "new-1"}, **hx)
+    assert pinned.context["rows"] == [] and pinned.context["new_runs"] == 1
+    pinned = operator_client.get(url, {"pin": top, "q": "old-"}, **hx)
+    assert [r.id for r, _ in pinned.context["rows"]] == first[::-1] and pinned.context["new_runs"] == 0
+
+
 def test_runs_page__keyset_pages_newest_first(operator_client: Client, runtime: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr(runs_views, "RUNS_PER_PAGE", 3)
     ids = [run_graph(runtime, [{"id": "a", "kind": "noop"}], run_id=f"run-{i:02d}") for i in range(7)]
@@ -228,12 +253,39 @@ def test_run_page__large_run_groups_the_graph_and_expands_a_group(operator_clien
     run_id = run_graph(runtime, fan(240))
     url = reverse("workflow:run", args=[run_id])
     body = operator_client.get(url).content.decode()
-    assert "noop ×240" in body or "noop ×242" in body
-    assert "Large run: steps are grouped" in body
+    assert "noop ×240" in body
+    assert "Large groups of sibling steps are shown as one box" in body
     assert body.count('data-step-id="s') == 0
-    key = "::noop"
+    assert 'data-step-id="root"' in body and 'data-step-id="join"' in body  # not lumped with the fan-out
+    key = html.unescape(re.search(r'data-group-key="([^"]+)"', body).group(1))
     expanded = operator_client.get(url, {"expand": key}).content.decode()
-    assert expanded.count('data-step-id="s') == 240
+    # One page of the group is shown; the other members wait behind a "more" box that pages on.
+    assert expanded.count('data-step-id="s') == EXPAND_PAGE
+    assert "+40 more noop" in expanded
+    assert f"expand={quote(key)}%401" in expanded
+    second = operator_client.get(url, {"expand": f"{key}@1"}).content.decode()
+    assert 0 < second.count('data-step-id="s') <= EXPAND_PAGE
+
+
+def test_run_page__expand_parameter_stays_bounded_in_the_live_url(operator_client: Client, runtime: Any) -> None:
+    run_id = run_graph(runtime, fan(240))
+    url = reverse("workflow:run", args=[run_id])
+    key = html.unescape(re.search(r'data-group-key="([^"]+)"', operator_client.get(url).content.decode()).group(1))
+    many = ",".join([f"g{i}::noop" for i in range(50)] + ["x" * 5000, key])
+    response = operator_client.get(url, {"expand": many})
+    live = response.context["live_url"]
+    assert live.count("%3A%3A") <= MAX_EXPANDED and "xxxxx" not in live
+    assert response.content.decode().count('data-step-id="s') == EXPAND_PAGE
+
+
+def test_run_page__jump_to_a_step_inside_a_collapsed_group_opens_its_page(operator_client: Client,
+                                                                           runtime: Any) -> None:
+    run_id = run_graph(runtime, fan(240))
+    url = reverse("workflow:run", args=[run_id])
+    last = sorted(s.step_id for s in Step.objects.filter(run_id=run_id, kind="noop"))[-1]
+    body = operator_client.get(url, {"step": last}).content.decode()
+    assert f'data-step-id="{last}"' in body and 'aria-current="true"' in body
+    assert f'data-focus="{last}"' in body
 
 
 def test_run_page__step_table_search_sort_and_pages(operator_client: Client, runtime: Any) -> None:
@@ -300,3 +352,22 @@ def test_records_page__filters_and_links_to_the_writer(operator_client: Client, 
 def test_overview__counts_and_failures_by_code(operator_client: Client, failed_run: str) -> None:
     body = operator_client.get(reverse("workflow:overview")).content.decode()
     assert "boom" in body and "Engine overview" in body
+
+
+# -- search --------------------------------------------------------------------------------------
+def test_search__goes_straight_to_a_run_a_step_or_an_error_code(operator_client: Client, failed_run: str,
+                                                                runtime: Any) -> None:
+    url = reverse("workflow:search")
+    assert operator_client.get(url, {"q": failed_run})["Location"] == reverse("workflow:run", args=[failed_run])
+    named = run_graph(runtime, [{"id": "only-here", "kind": "noop"}], name="Quarterly close")
+    assert operator_client.get(url, {"q": "quarterly"})["Location"] == reverse("workflow:run", args=[named])
+    assert operator_client.get(url, {"q": "only-here"})["Location"].endswith("?step=only-here")
+    assert "code=boom" in operator_client.get(url, {"q": "boom"})["Location"]
+    nothing = operator_client.get(url, {"q": "<script>nothing</script>"})
+    assert nothing.status_code == 200 and "Nothing matches" in nothing.content.decode()
+    assert "<script>nothing" not in nothing.content.decode()
+    assert operator_client.get(url, {"q": "x" * 5000}).status_code == 200
+
+
+def test_search__needs_a_login(client: Client) -> None:
+    assert client.get(reverse("workflow:search"), {"q": "x"}).status_code == 302

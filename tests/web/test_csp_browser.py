@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ def test_pages_work_under_the_csp_without_violations(page: Any, live_server: Any
 
     login(page, live_server.url)
     for path in ("/runs/", f"/runs/{run_id}/", "/ops/", "/ops/queues/", "/ops/events/", "/ops/packages/",
-                 "/ops/steps/?state=failed", "/records/", "/admin/"):
+                 "/ops/steps/?state=failed", "/records/", "/search/?q=nothing-matches-this", "/admin/"):
         response = page.goto(f"{live_server.url}{path}")
         policy = response.headers.get("content-security-policy", "")
         assert "script-src 'self'" in policy and "unsafe-eval" not in policy, path
@@ -40,6 +41,11 @@ def test_pages_work_under_the_csp_without_violations(page: Any, live_server: Any
     page.locator('svg.workflow-graph a.node[data-step-id="b"]').click()
     expect(page.locator("#step-panel h2")).to_have_text("b")
     assert page.evaluate("window.__marker") == "same-page"
+    # The graph's zoom and the relative times are dashboard.js too.
+    before = page.locator("[data-graph-view]").get_attribute("data-scale")
+    page.locator('[data-graph-action="zoom-out"]').click()
+    assert page.locator("[data-graph-view]").get_attribute("data-scale") != before
+    expect(page.locator("#run-live .facts time[data-when]").first).to_have_text(re.compile(r"just now|\d+ s ago|\d+ min ago"))
 
     # A retry answers with a toast; its close button (static JS, no hx-on) removes it.
     page.once("dialog", lambda dialog: dialog.accept())

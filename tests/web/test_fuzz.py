@@ -31,6 +31,7 @@ PARAMS = [
     "after", "before", "safter", "sbefore", "q", "meta", "state", "package", "created_after", "created_before",
     "since", "until", "range", "kind", "severity", "run", "step", "queue", "worker", "code", "sort", "dir", "sq",
     "sstate", "skind", "sel", "type", "collection", "window", "fragment", "expand", "newer_than", "v", "poll",
+    "pin", "as_page",
 ]
 FRAGMENTS = ["live", "steps", "new", ""]
 
@@ -113,6 +114,7 @@ def page_urls(run_id: str, artifact_id: str) -> dict[str, str]:
         "workflow:download_artifact": reverse("workflow:download_artifact", args=[artifact_id]),
         "workflow:records": reverse("workflow:records"),
         "workflow:schedules": reverse("workflow:schedules"),
+        "workflow:search": reverse("workflow:search"),
         "workflow:login": reverse("workflow:login"),
         "consoles:overview": reverse("consoles:overview"),
         "consoles:steps": reverse("consoles:steps"),

@@ -24,6 +24,7 @@ def dashboard_urls(run_id: str) -> list[str]:
         reverse("workflow:overview"), reverse("workflow:runs"), reverse("workflow:run", args=[run_id]),
         reverse("workflow:step", args=[run_id, "report"]), reverse("workflow:results", args=[run_id]),
         reverse("workflow:artifacts", args=[run_id]), reverse("workflow:records"),
+        reverse("workflow:search") + "?q=nothing-matches-this",
         reverse("consoles:steps"), reverse("consoles:queues"), reverse("consoles:events"),
         reverse("consoles:packages"), reverse("consoles:engine"), reverse("consoles:start_run", args=["t"]),
         reverse("admin:index"), reverse("admin:workflow_step_changelist"),

@@ -97,6 +97,25 @@ def short_time(value: datetime | None) -> str:
     return local.strftime("%Y-%m-%d %H:%M")
 
 
+@register.simple_tag
+def copy_button(value: Any, label: str = "id") -> str:
+    """A small button that copies `value` (dashboard.js); ids are long and typed by no one."""
+    return format_html(
+        '<button type="button" class="copy-btn" data-copy="{}" title="Copy {}" aria-label="Copy {} {}">'
+        '<svg aria-hidden="true" viewBox="0 0 16 16" width="13" height="13"><rect x="5" y="5" width="9" height="9" rx="1.5"/>'
+        '<path d="M3 11V3.5A1.5 1.5 0 0 1 4.5 2H11"/></svg></button>', value, label, label, value)
+
+
+@register.filter
+def when(value: datetime | None) -> str:
+    """A <time> element: the server's short time, which dashboard.js turns into "3 min ago" in the
+    viewer's time zone (or UTC), with the full date and time on hover."""
+    if value is None:
+        return "—"
+    return format_html('<time datetime="{}" data-when title="{}">{}</time>',
+                       value.isoformat(), full_time(value), short_time(value))
+
+
 @register.filter
 def full_time(value: datetime | None) -> str:
     if value is None:

@@ -18,12 +18,15 @@ from django_htmx.http import HttpResponseStopPolling
 
 from .. import operator, queries
 from ..forms import BadInput
-from ..graph import build_layout, render_svg
+from ..graph import EXPAND_PAGE, build_layout, format_expanded, parse_expanded, render_svg
+from ..jsontext import JsonText
 from ..models import Run, Step
 from .common import current_params, operator_action, render_fragment, viewer
 
 GROUP_THRESHOLD = 200
 STEPS_PER_PAGE = 100
+FAILURES_SHOWN = 5
+_EXPAND_KEY_MAX = 500  # a group key is "parent::kind"; longer values are not ours
 _MARKER = re.compile(r'<a href="wf-step-(\d+)"')
 
 
@@ -37,22 +40,34 @@ def step_url(run_id: str, step_id: str) -> str:
     return reverse("workflow:step", args=[run_id, step_id])
 
 
-def graph_svg(run: Run, data: queries.GraphData, *, expanded: list[str], selected: str | None) -> tuple[str, Any]:
-    """The run's graph as SVG; step nodes open the step panel through htmx, groups expand by link."""
+def graph_svg(run: Run, data: queries.GraphData, *, expanded: dict[str, int], selected: str | None) -> tuple[str, Any]:
+    """The run's graph as SVG; step nodes open the step panel through htmx, groups expand by link.
+
+    A selected step hidden in a collapsed group opens that group at the page holding it, so any
+    step can be jumped to by id.
+    """
     layout = build_layout(data.nodes, data.edges, group_threshold=GROUP_THRESHOLD, expanded=expanded)
-    keep = ",".join(expanded)
+    box = (layout.box_of or {}).get(selected or "")
+    if selected and box is not None and box != selected:
+        groups = layout.group_of or {}
+        key = groups[selected]
+        siblings = sorted(sid for sid, k in groups.items() if k == key)
+        expanded = {**{k: v for k, v in expanded.items() if k != key}, key: siblings.index(selected) // EXPAND_PAGE}
+        layout = build_layout(data.nodes, data.edges, group_threshold=GROUP_THRESHOLD, expanded=expanded)
+    keep = ",".join(format_expanded(expanded))
     ids: list[str] = []
 
     def marker(step_id: str) -> str:
         ids.append(step_id)
         return f"wf-step-{len(ids) - 1}"
 
-    svg = render_svg(
-        layout,
-        step_url=marker,
-        group_url=lambda key: run_url(run.id, expand=",".join([*expanded, key])),
-        selected=selected,
-    )
+    def group_link(box_id: str) -> str:
+        key, more, _ = box_id.rpartition("@more") if box_id.endswith("@more") else (box_id, "", "")
+        opened = {k: v for k, v in expanded.items() if k != key}
+        opened[key] = expanded.get(key, 0) + 1 if more else 0  # "more" shows the group's next page
+        return run_url(run.id, expand=",".join(format_expanded(opened)))
+
+    svg = render_svg(layout, step_url=marker, group_url=group_link, selected=selected)
 
     def link(match: re.Match[str]) -> str:
         sid = ids[int(match.group(1))]
@@ -62,6 +77,23 @@ def graph_svg(run: Run, data: queries.GraphData, *, expanded: list[str], selecte
 
     # render_svg escapes every user-supplied text; the links we add are escaped here.
     return mark_safe(_MARKER.sub(link, svg)), layout  # noqa: S308
+
+
+def expanded_groups(params: dict[str, str]) -> dict[str, int]:
+    """The groups the operator opened, bounded in number and size whatever the URL holds."""
+    values = [k for k in params.get("expand", "").split(",") if k and len(k) <= _EXPAND_KEY_MAX]
+    return parse_expanded(values)
+
+
+def failures(run: Run) -> dict[str, Any]:
+    """The run's failed steps (first few, oldest failure first) for the failures-first banner."""
+    failed = Step.objects.filter(run=run, state="failed").order_by()
+    total = failed.count()
+    if not total:
+        return {"failed_total": 0, "failed_steps": []}
+    rows = list(failed.annotate(error_code_text=JsonText("error", "code"))
+                .order_by("finished_at", "step_id").values("step_id", "kind", "error_code_text")[:FAILURES_SHOWN])
+    return {"failed_total": total, "failed_steps": rows}
 
 
 def fingerprint(run: Run) -> str:
@@ -79,7 +111,8 @@ def step_table_context(run: Run, params: dict[str, str]) -> dict[str, Any]:
         descending=descending, limit=STEPS_PER_PAGE, after=params.get("safter"), before=params.get("sbefore"),
     )
     filters = {k: params[k] for k in ("sq", "sstate", "skind") if params.get(k)}
-    poll = {k: params[k] for k in ("sq", "sstate", "skind", "sort", "dir", "safter", "sbefore") if params.get(k)}
+    # The poll sends the filter form (hx-include), so its own URL keeps only the page position.
+    poll = {k: params[k] for k in ("safter", "sbefore") if params.get(k)}
     base = reverse("workflow:run", args=[run.id])
 
     def link(**extra: str) -> dict[str, str]:
@@ -121,21 +154,27 @@ def step_table_context(run: Run, params: dict[str, str]) -> dict[str, Any]:
 
 
 def live_context(run: Run, params: dict[str, str], *, user: Any, with_graph: bool = True) -> dict[str, Any]:
-    expanded = [k for k in params.get("expand", "").split(",") if k]
+    expanded = expanded_groups(params)
     progress = queries.progress_for([run.id])[run.id]
     context: dict[str, Any] = {
         "run": run,
         "progress": progress,
-        "expanded": ",".join(expanded),
+        "expanded": ",".join(format_expanded(expanded)),
+        **failures(run),
         "fingerprint": fingerprint(run),
         "timeline": queries.timeline(run) if user.has_perm("workflow.view_lease") else queries.Timeline.empty(),
         "events": queries.run_events(run) if user.has_perm("workflow.view_event") else [],
         "with_graph": with_graph,
+        "expand_page": EXPAND_PAGE,
     }
     if with_graph:
         data = queries.graph_data(run)
-        svg, layout = graph_svg(run, data, expanded=expanded, selected=params.get("step") or None)
-        context.update(graph=svg, layout=layout, blocked_count=sum(1 for n in data.nodes if n.blocked))
+        selected = params.get("step") or None
+        svg, layout = graph_svg(run, data, expanded=expanded, selected=selected)
+        # The graph opens on the selected step, else on the first failure (failures first).
+        focus = selected or next((f["step_id"] for f in context["failed_steps"]), None)
+        context.update(graph=svg, layout=layout, blocked_count=sum(1 for n in data.nodes if n.blocked),
+                       graph_focus=(layout.box_of or {}).get(focus or "", ""))
     return context
 
 
@@ -151,7 +190,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         response = render_fragment(request, "workflow/_run_live_response.html", context)
         return _stop_if_done(run, response)
     if request.htmx and fragment == "steps":
-        context = {"run": run, **step_table_context(run, params)}
+        context = {"run": run, "rows_only": True, **step_table_context(run, params)}
         response = render_fragment(request, "workflow/_step_table.html", context)
         return _stop_if_done(run, response)
     context = live_context(run, params, user=request.user)
@@ -168,8 +207,9 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
 
 
 def _live_url(run: Run, params: dict[str, str]) -> str:
-    keep = {k: params[k] for k in ("expand", "step") if params.get(k)}
-    return run_url(run.id, fragment="live", **keep)
+    keep = {k: params[k] for k in ("step",) if params.get(k)}
+    expand = ",".join(format_expanded(expanded_groups(params)))  # bounded, whatever the URL held
+    return run_url(run.id, fragment="live", expand=expand, **keep)
 
 
 def _stop_if_done(run: Run, response: HttpResponse) -> HttpResponse:
@@ -204,7 +244,7 @@ def refreshed_run(request: HttpRequest, run: Run, *, panel: str = "") -> HttpRes
         table_context = step_table_context(run, params)
     except BadInput:  # the page's own URL held a stale cursor: the action is done, show the first page
         table_context = step_table_context(run, {k: v for k, v in params.items() if k not in ("safter", "sbefore")})
-    table = {"run": run, "oob": True, **table_context}
+    table = {"run": run, "oob": True, "rows_only": True, **table_context}
     html = panel
     html += render_to_string("workflow/_run_live_response.html", context, request)
     html += render_to_string("workflow/_step_table.html", table, request)

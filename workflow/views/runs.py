@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django_htmx.http import HttpResponseClientRefresh, HttpResponseStopPolling
+from django_htmx.http import HttpResponseClientRefresh
 
 from .. import operator, queries
 from ..engine.registry import registry
@@ -20,9 +20,16 @@ MAX_BULK = 500
 @viewer("workflow.view_run")
 def runs(request: HttpRequest) -> HttpResponse:
     filters = queries.RunFilters.from_params(request.GET)
-    page = queries.runs_page(
-        filters, limit=RUNS_PER_PAGE, after=request.GET.get("after"), before=request.GET.get("before")
-    )
+    # A live poll from an operator who scrolled, filtered or paged keeps the rows in place ("pin")
+    # and announces newer runs in a bar instead of pushing the rows down.
+    pinned = queries.runs_pinned(filters, request.GET.get("pin"), limit=RUNS_PER_PAGE) if request.htmx else None
+    if pinned is not None:
+        page, new_runs = pinned
+    else:
+        page = queries.runs_page(
+            filters, limit=RUNS_PER_PAGE, after=request.GET.get("after"), before=request.GET.get("before")
+        )
+        new_runs = 0
     progress = queries.progress_for(run.id for run in page.rows)
     rows = [(run, progress[run.id]) for run in page.rows]
     any_active = any(run.is_active for run in page.rows)
@@ -34,14 +41,32 @@ def runs(request: HttpRequest) -> HttpResponse:
         "any_active": any_active,
         "packages": package_names,
         "states": queries.RUN_STATES,
-        "poll_url": request.get_full_path(),
+        "poll_url": _poll_url(request),
+        "new_runs": new_runs,
+        "new_runs_capped": new_runs > queries.NEW_RUNS_CAP,
+        "top_cursor": queries.encode_cursor(page.rows[0].created_at, page.rows[0].id) if page.rows else "",
+        "is_pinned_view": filters.is_filtered or bool(request.GET.get("after") or request.GET.get("before")),
+        "fresh_url": _fresh_url(request),
     }
     if request.htmx and request.htmx.target == "runs-table":
-        response = render_fragment(request, "workflow/_runs_table.html", context)
-        if not any_active:
-            response.status_code = HttpResponseStopPolling.status_code
-        return response
+        # The list keeps refreshing when nothing on it is active: new runs must still appear.
+        return render_fragment(request, "workflow/_runs_table.html", context)
     return render(request, "workflow/runs.html", context)
+
+
+def _poll_url(request: HttpRequest) -> str:
+    """This page's URL without a previous poll's pin (the poll adds the current one)."""
+    params = request.GET.copy()
+    params.pop("pin", None)
+    return f"{request.path}?{params.urlencode()}" if params else request.path
+
+
+def _fresh_url(request: HttpRequest) -> str:
+    """The first page of the same filters: where "show new runs" leads."""
+    params = request.GET.copy()
+    for key in ("pin", "after", "before"):
+        params.pop(key, None)
+    return f"{request.path}?{params.urlencode()}" if params else request.path
 
 
 @operator_action

@@ -1,68 +1,629 @@
-/* Dashboard behaviour that would otherwise need inline script or eval, both of which the
-   Content-Security-Policy forbids (htmx runs with allowEval=false). Declared with data-*:
-     data-poll-visible                 a poll skips its beat while the tab is hidden
-     data-poll-unless="selector"       ... and while the selector matches an element
-     data-newer-than="selector"        sends newer_than = the first match's data-id (else data-baseline)
-     data-remove-after-swap="selector" removes the matching element after this element's swap
-     .toast-close                      dismisses its toast
-   The htmx history cache (dashboard HTML in localStorage) is cleared at logout and on the
-   login page, so the next person at this browser cannot read it. */
+/* The dashboard's behaviour: graph zoom/pan/minimap, state kept across live updates, polls that
+ * pause, confirms, copy buttons, keys, relative times, toasts, and the history cache.
+ *
+ * A static file wired by event listeners and data attributes, so it runs under the strict
+ * Content-Security-Policy (no inline script, no on* attributes, no hx-on, no eval: htmx runs with
+ * allowEval=false, so hx-trigger filters and js: hx-vals are not available). No build step.
+ * Declared in templates with:
+ *   data-poll-visible                 a poll skips its beat while the tab is hidden
+ *   data-poll-unless="selector"       ... and while the selector matches an element
+ *   data-newer-than="selector"        sends newer_than = the first match's data-id (else data-baseline)
+ *   data-remove-after-swap="selector" removes the matching elements after this element's swap
+ *   data-live-pin="cursor"            a list poll keeps its rows once scrolled (or data-live-pinned)
+ *   data-keep, data-keep-scroll       open/scroll state kept across swaps
+ *   data-confirm="text"               a plain form (or its submit button) asks first
+ *   data-copy="text", data-keynav, time[data-when], data-time-utc-toggle, data-graph-view
+ *   .toast-close                      dismisses its toast
+ *   form[data-logout]                 clears the htmx history cache (as does the login page)
+ */
 (function () {
   "use strict";
+
+  /* ---------- the htmx history cache ---------- */
+  // Dashboard HTML is cached in localStorage for back/forward: cleared at logout and on the
+  // login page, so the next person at this browser cannot read it.
   var HISTORY_KEY = "htmx-history-cache";
 
   function forgetHistory() {
     try { window.localStorage.removeItem(HISTORY_KEY); } catch (e) { /* storage disabled */ }
   }
 
-  function sourceOf(evt) {
-    return (evt.detail && evt.detail.requestConfig && evt.detail.requestConfig.elt) || evt.detail.elt || evt.target;
+  document.addEventListener("submit", function (event) {
+    if (event.target.matches && event.target.matches("form[data-logout]")) forgetHistory();
+  });
+
+  function onLoginPage() {
+    if (document.body && document.body.classList.contains("login-page")) forgetHistory();
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", onLoginPage);
+  else onLoginPage();
+
+  /* ---------- state that must survive htmx swaps ---------- */
+  // Live regions are replaced every few seconds; what the operator opened, focused or scrolled
+  // inside them is recorded before a swap and put back after it.
+  var kept = null;
+
+  function keyOf(el) {
+    return el.getAttribute("data-keep") || el.id || "";
   }
 
-  document.addEventListener("htmx:beforeRequest", function (evt) {
-    var elt = evt.detail.elt;
-    if (!elt || !elt.dataset) return;
+  function record() {
+    var state = { open: {}, scroll: {}, focus: null, selection: null };
+    document.querySelectorAll("details[data-keep], details[id]").forEach(function (d) {
+      state.open[keyOf(d)] = d.open;
+    });
+    document.querySelectorAll("[data-keep-scroll]").forEach(function (el) {
+      state.scroll[keyOf(el)] = el.scrollTop;
+    });
+    var active = document.activeElement;
+    if (active && active.id) {
+      state.focus = active.id;
+      if (typeof active.selectionStart === "number") {
+        state.selection = [active.selectionStart, active.selectionEnd];
+      }
+    }
+    kept = state;
+  }
+
+  function restore() {
+    if (!kept) return;
+    var state = kept;
+    document.querySelectorAll("details[data-keep], details[id]").forEach(function (d) {
+      var k = keyOf(d);
+      if (Object.prototype.hasOwnProperty.call(state.open, k)) d.open = state.open[k];
+    });
+    document.querySelectorAll("[data-keep-scroll]").forEach(function (el) {
+      var k = keyOf(el);
+      if (Object.prototype.hasOwnProperty.call(state.scroll, k)) el.scrollTop = state.scroll[k];
+    });
+    if (state.focus && (!document.activeElement || document.activeElement === document.body)) {
+      var el = document.getElementById(state.focus);
+      if (el) {
+        el.focus({ preventScroll: true });
+        if (state.selection && typeof el.setSelectionRange === "function") {
+          try { el.setSelectionRange(state.selection[0], state.selection[1]); } catch (e) { /* not a text input */ }
+        }
+      }
+    }
+  }
+
+  document.addEventListener("htmx:beforeSwap", record);
+  document.addEventListener("htmx:oobBeforeSwap", record);
+  document.addEventListener("htmx:afterSettle", restore);
+  document.addEventListener("htmx:oobAfterSwap", restore);
+
+  /* ---------- confirmations without inline handlers ---------- */
+  document.addEventListener("submit", function (event) {
+    var button = event.submitter;
+    var text = (button && button.getAttribute("data-confirm")) || event.target.getAttribute("data-confirm");
+    if (text && !window.confirm(text)) event.preventDefault();
+  }, true);
+
+  document.addEventListener("click", function (event) {
+    var close = event.target.closest && event.target.closest(".toast-close");
+    if (close && close.closest(".toast")) close.closest(".toast").remove();
+  });
+
+  /* ---------- live polls that pause (no hx-trigger filters: those need eval) ---------- */
+  // <div hx-trigger="every 3s" data-poll-unless="#runs-form input[name=run]:checked"> skips its
+  // poll while the selector matches; data-poll-visible skips it while the tab is hidden. Only the
+  // poll is skipped: a request the operator triggered from the same element still goes.
+  function sourceOf(event) {
+    return (event.detail && event.detail.requestConfig && event.detail.requestConfig.elt) || event.detail.elt || event.target;
+  }
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    if (!elt || !elt.getAttribute) return;
+    var trigger = event.detail.requestConfig && event.detail.requestConfig.triggeringEvent;
+    if (trigger && trigger.type !== "every") return; // a poll has no triggering event
     if (elt.hasAttribute("data-poll-visible") && document.visibilityState !== "visible") {
-      evt.preventDefault();
+      event.preventDefault();
       return;
     }
     var unless = elt.getAttribute("data-poll-unless");
-    if (unless && document.querySelector(unless)) evt.preventDefault();
+    if (unless && document.querySelector(unless)) event.preventDefault();
   });
 
-  document.addEventListener("htmx:configRequest", function (evt) {
-    var elt = evt.detail.elt;
-    var selector = elt && elt.getAttribute && elt.getAttribute("data-newer-than");
-    if (!selector) return;
-    var newest = document.querySelector(selector);
-    evt.detail.parameters.newer_than = (newest && newest.dataset.id) || elt.getAttribute("data-baseline") || "0";
-  });
-
-  document.addEventListener("htmx:afterSwap", function (evt) {
-    var elt = sourceOf(evt);
-    var selector = elt && elt.getAttribute && elt.getAttribute("data-remove-after-swap");
-    if (!selector) return;
-    var gone = document.querySelector(selector);
-    if (gone) gone.remove();
-  });
-
-  document.addEventListener("click", function (evt) {
-    var close = evt.target.closest && evt.target.closest(".toast-close");
-    if (close) {
-      var toast = close.closest(".toast");
-      if (toast) toast.remove();
+  // <div data-live-pin="cursor"> polls "from the row on top" once the operator scrolled (or the
+  // view is filtered or paged: data-live-pinned), so new rows are announced, not inserted.
+  document.addEventListener("htmx:configRequest", function (event) {
+    var elt = event.detail.elt;
+    if (!elt || !elt.hasAttribute || !elt.hasAttribute("data-live-pin")) return;
+    var cursor = elt.getAttribute("data-live-pin");
+    if (cursor && (elt.hasAttribute("data-live-pinned") || window.scrollY > 40)) {
+      event.detail.parameters.pin = cursor;
     }
   });
 
-  document.addEventListener("submit", function (evt) {
-    if (evt.target.matches && evt.target.matches("form[data-logout]")) forgetHistory();
+  // <div data-newer-than="#rows tr[data-id]" data-baseline="123"> sends the newest shown row's id
+  // as newer_than, so a live tail asks only for what it has not got (data-baseline when no row is shown).
+  document.addEventListener("htmx:configRequest", function (event) {
+    var elt = event.detail.elt;
+    if (!elt || !elt.hasAttribute || !elt.hasAttribute("data-newer-than")) return;
+    var row = document.querySelector(elt.getAttribute("data-newer-than"));
+    event.detail.parameters.newer_than = (row && row.getAttribute("data-id")) || elt.getAttribute("data-baseline") || "0";
   });
 
-  if (document.body && document.body.classList.contains("login-page")) {
-    forgetHistory();
-  } else {
-    document.addEventListener("DOMContentLoaded", function () {
-      if (document.body.classList.contains("login-page")) forgetHistory();
+  // <div data-remove-after-swap="#placeholder">: once it swapped content in, the placeholder goes.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var elt = sourceOf(event);
+    var selector = elt && elt.getAttribute && elt.getAttribute("data-remove-after-swap");
+    if (selector) document.querySelectorAll(selector).forEach(function (el) { el.remove(); });
+  });
+
+  /* ---------- copy buttons ---------- */
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy]");
+    if (!button) return;
+    var text = button.getAttribute("data-copy");
+    function done() {
+      button.classList.add("copied");
+      button.setAttribute("title", "Copied");
+      window.setTimeout(function () { button.classList.remove("copied"); button.setAttribute("title", "Copy"); }, 1500);
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { fallbackCopy(text); done(); });
+    } else { fallbackCopy(text); done(); }
+  });
+  function fallbackCopy(text) {
+    var area = document.createElement("textarea");
+    area.value = text; area.setAttribute("readonly", ""); area.style.position = "fixed"; area.style.opacity = "0";
+    document.body.appendChild(area); area.select();
+    try { document.execCommand("copy"); } catch (e) { /* nothing more to try */ }
+    area.remove();
+  }
+
+  /* ---------- keyboard: / searches, j/k move through a list, Enter opens, ? explains ---------- */
+  function typing(target) {
+    return target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName));
+  }
+  function keyRows() {
+    var list = document.querySelector("[data-keynav]");
+    if (!list) return [];
+    return Array.prototype.filter.call(list.children, function (row) {
+      return row.querySelector && row.querySelector("a[href]");
     });
   }
+  var current = -1;
+  function mark(rows, index) {
+    rows.forEach(function (row) { row.classList.remove("kb-current"); });
+    if (!rows.length) return;
+    current = Math.max(0, Math.min(rows.length - 1, index));
+    rows[current].classList.add("kb-current");
+    rows[current].scrollIntoView({ block: "nearest" });
+  }
+  function cheatSheet() {
+    var dialog = document.getElementById("kb-help");
+    if (!dialog) {
+      dialog = document.createElement("dialog");
+      dialog.id = "kb-help";
+      dialog.className = "kb-help";
+      var rows = [["/", "search runs, steps and error codes"], ["j / k", "next / previous row of the list"],
+        ["Enter", "open the highlighted row"], ["+ / − / 0", "zoom the graph in, out, fit (graph focused)"],
+        ["arrows", "pan the graph (graph focused)"], ["?", "this help"], ["Esc", "close"]];
+      var h = document.createElement("h2"); h.textContent = "Keyboard shortcuts"; dialog.appendChild(h);
+      var dl = document.createElement("dl");
+      rows.forEach(function (r) {
+        var dt = document.createElement("dt"), kbd = document.createElement("kbd"), dd = document.createElement("dd");
+        kbd.textContent = r[0]; dt.appendChild(kbd); dd.textContent = r[1]; dl.appendChild(dt); dl.appendChild(dd);
+      });
+      dialog.appendChild(dl);
+      var close = document.createElement("button");
+      close.type = "button"; close.className = "btn btn-sm"; close.textContent = "Close";
+      close.addEventListener("click", function () { dialog.close(); });
+      dialog.appendChild(close);
+      document.body.appendChild(dialog);
+    }
+    if (!dialog.open) dialog.showModal();
+  }
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
+    if (event.target.closest && event.target.closest("[data-graph-view]")) return; // the graph has its own keys
+    var rows;
+    if (event.key === "/") {
+      var box = document.getElementById("top-q");
+      if (box) { event.preventDefault(); box.focus(); box.select(); }
+    } else if (event.key === "?") {
+      event.preventDefault(); cheatSheet();
+    } else if (event.key === "j" || event.key === "k") {
+      rows = keyRows();
+      if (!rows.length) return;
+      event.preventDefault();
+      mark(rows, current < 0 || !rows[current] || !rows[current].classList.contains("kb-current")
+        ? (event.key === "j" ? 0 : rows.length - 1) : current + (event.key === "j" ? 1 : -1));
+    } else if (event.key === "Enter") {
+      rows = keyRows();
+      var row = rows[current];
+      if (row && row.classList.contains("kb-current")) {
+        event.preventDefault();
+        row.querySelector("a[href]").click();
+      }
+    }
+  });
+
+  /* ---------- times: relative, in the viewer's zone or UTC, full on hover ---------- */
+  var UTC_KEY = "workflow.times.utc";
+  function inUtc() {
+    try { return window.localStorage.getItem(UTC_KEY) === "1"; } catch (e) { return false; }
+  }
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function parts(date, utc) {
+    return utc
+      ? { y: date.getUTCFullYear(), mo: date.getUTCMonth(), d: date.getUTCDate(), h: date.getUTCHours(), mi: date.getUTCMinutes(), s: date.getUTCSeconds() }
+      : { y: date.getFullYear(), mo: date.getMonth(), d: date.getDate(), h: date.getHours(), mi: date.getMinutes(), s: date.getSeconds() };
+  }
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  function zoneName(utc) {
+    if (utc) return "UTC";
+    try { return Intl.DateTimeFormat().resolvedOptions().timeZone || "local time"; } catch (e) { return "local time"; }
+  }
+  function describe(date, now, utc) {
+    var p = parts(date, utc), n = parts(now, utc);
+    var clock = pad(p.h) + ":" + pad(p.mi) + ":" + pad(p.s);
+    var ago = Math.round((now - date) / 1000);
+    var text;
+    if (ago >= 0 && ago < 45) text = ago < 5 ? "just now" : ago + " s ago";
+    else if (ago >= 45 && ago < 3600) text = Math.round(ago / 60) + " min ago";
+    else if (ago < 0 && ago > -3600) text = "in " + Math.max(1, Math.round(-ago / 60)) + " min";
+    else if (p.y === n.y && p.mo === n.mo && p.d === n.d) text = clock;
+    else text = MONTHS[p.mo] + " " + p.d + (p.y !== n.y ? " " + p.y : "") + ", " + pad(p.h) + ":" + pad(p.mi);
+    var full = p.y + "-" + pad(p.mo + 1) + "-" + pad(p.d) + " " + clock + " " + zoneName(utc);
+    return { text: text, full: full };
+  }
+  function renderTimes(scope) {
+    var utc = inUtc(), now = new Date();
+    (scope && scope.querySelectorAll ? scope : document).querySelectorAll("time[data-when]").forEach(function (el) {
+      var date = new Date(el.getAttribute("datetime"));
+      if (isNaN(date.getTime())) return;
+      var d = describe(date, now, utc);
+      if (el.textContent !== d.text) el.textContent = d.text;
+      el.title = d.full;
+    });
+    document.querySelectorAll("[data-time-utc-toggle]").forEach(function (button) {
+      button.textContent = utc ? "Show times in " + zoneName(false) : "Show times in UTC";
+      button.setAttribute("aria-pressed", utc ? "true" : "false");
+    });
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-time-utc-toggle]");
+    if (!button) return;
+    try { window.localStorage.setItem(UTC_KEY, inUtc() ? "0" : "1"); } catch (e) { /* private mode */ }
+    renderTimes();
+  });
+  document.addEventListener("htmx:load", function (event) { renderTimes(event.detail && event.detail.elt); });
+  document.addEventListener("htmx:afterSettle", function () { renderTimes(); });
+  window.setInterval(function () { if (document.visibilityState === "visible") renderTimes(); }, 20000);
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", function () { renderTimes(); });
+  else renderTimes();
+
+  /* ---------- the run graph: fit, zoom, pan, minimap, jump ---------- */
+  var MIN_READABLE = 0.55; // below this scale labels are unreadable: open at READABLE instead
+  var READABLE = 0.8;
+  var MAX_SCALE = 3;
+
+  function GraphView(root) {
+    this.root = root;
+    this.canvas = root.querySelector(".graph-canvas");
+    this.minimap = root.querySelector("[data-graph-minimap]");
+    this.mini = this.minimap && this.minimap.querySelector(".graph-minimap-view");
+    this.view = null; // {x, y, scale}: graph coordinates of the top-left corner, pixels per unit
+    this.pointers = {};
+    this.moved = false;
+    this.bind();
+    this.adopt(true);
+  }
+
+  GraphView.prototype.svg = function () {
+    return this.canvas.querySelector("svg.workflow-graph");
+  };
+
+  GraphView.prototype.size = function () {
+    var svg = this.svg();
+    if (!svg) return null;
+    if (!svg.hasAttribute("data-w")) {
+      var box = (svg.getAttribute("viewBox") || "0 0 0 0").split(/\s+/).map(Number);
+      svg.setAttribute("data-w", String(box[2]));
+      svg.setAttribute("data-h", String(box[3]));
+    }
+    return { w: Number(svg.getAttribute("data-w")), h: Number(svg.getAttribute("data-h")) };
+  };
+
+  GraphView.prototype.port = function () {
+    return { w: this.canvas.clientWidth || 1, h: this.canvas.clientHeight || 1 };
+  };
+
+  GraphView.prototype.fitScale = function () {
+    var s = this.size(), p = this.port();
+    if (!s || !s.w || !s.h) return 1;
+    return Math.min(p.w / s.w, p.h / s.h, 1);
+  };
+
+  /* A new SVG arrived (first load or a live update): keep the operator's view if there is one. */
+  GraphView.prototype.adopt = function (first) {
+    var svg = this.svg();
+    if (!svg) return;
+    svg.setAttribute("width", "100%");
+    svg.setAttribute("height", "100%");
+    svg.setAttribute("preserveAspectRatio", "xMinYMin meet");
+    this.size();
+    if (first) this.shrinkToGraph();
+    if (first || !this.view) this.initial();
+    this.apply();
+    this.cloneMinimap();
+  };
+
+  /* A short graph (a pipeline, a few steps) gets a short canvas instead of a tall empty one. */
+  GraphView.prototype.shrinkToGraph = function () {
+    var s = this.size(), p = this.port();
+    var k = Math.min(p.w / s.w, 1);
+    if (k >= MIN_READABLE && s.h * k + 24 < p.h) {
+      this.canvas.style.height = Math.max(200, Math.ceil(s.h * k + 24)) + "px";
+    } else if (k < MIN_READABLE && s.h * READABLE + 24 < p.h) {
+      this.canvas.style.height = Math.max(200, Math.ceil(s.h * READABLE + 24)) + "px";
+    }
+  };
+
+  GraphView.prototype.initial = function () {
+    var s = this.size(), p = this.port();
+    var focusId = this.root.getAttribute("data-focus");
+    var node = focusId ? this.nodeFor(focusId) : null;
+    var fit = this.fitScale();
+    if (node) {
+      this.view = { x: 0, y: 0, scale: Math.max(fit, READABLE) };
+      this.centreOn(node, false);
+      return;
+    }
+    if (fit >= MIN_READABLE) {
+      this.view = { x: (s.w - p.w / fit) / 2, y: (s.h - p.h / fit) / 2, scale: fit };
+    } else {
+      // Too big to read when fitted: start with the roots (left edge), vertically centred.
+      this.view = { x: 0, y: (s.h - p.h / READABLE) / 2, scale: READABLE };
+    }
+  };
+
+  GraphView.prototype.nodeFor = function (id) {
+    var svg = this.svg();
+    if (!svg || !id) return null;
+    var quoted = window.CSS && CSS.escape ? CSS.escape(id) : id.replace(/"/g, '\\"');
+    return svg.querySelector('a.node[data-step-id="' + quoted + '"]') ||
+      svg.querySelector('a.node[data-group-key="' + quoted + '"]');
+  };
+
+  GraphView.prototype.centreOn = function (node, flash) {
+    var rect = node.querySelector("rect");
+    if (!rect) return;
+    var p = this.port();
+    var cx = Number(rect.getAttribute("x")) + Number(rect.getAttribute("width")) / 2;
+    var cy = Number(rect.getAttribute("y")) + Number(rect.getAttribute("height")) / 2;
+    if (this.view.scale < MIN_READABLE) this.view.scale = READABLE;
+    this.view.x = cx - p.w / this.view.scale / 2;
+    this.view.y = cy - p.h / this.view.scale / 2;
+    this.apply();
+    if (flash) {
+      node.classList.add("flash");
+      window.setTimeout(function () { node.classList.remove("flash"); }, 1600);
+    }
+  };
+
+  GraphView.prototype.apply = function () {
+    var svg = this.svg();
+    if (!svg || !this.view) return;
+    var p = this.port(), v = this.view;
+    svg.setAttribute("viewBox", [v.x, v.y, p.w / v.scale, p.h / v.scale].map(function (n) {
+      return Math.round(n * 10) / 10;
+    }).join(" "));
+    this.root.setAttribute("data-scale", String(Math.round(v.scale * 1000) / 1000));
+    this.drawMinimap();
+  };
+
+  GraphView.prototype.zoom = function (factor, px, py) {
+    var p = this.port(), v = this.view;
+    if (!v) return;
+    var lo = Math.min(this.fitScale(), 0.1);
+    var next = Math.max(lo, Math.min(MAX_SCALE, v.scale * factor));
+    if (px === undefined) { px = p.w / 2; py = p.h / 2; }
+    // Keep the graph point under the cursor (or the centre) where it is.
+    var gx = v.x + px / v.scale, gy = v.y + py / v.scale;
+    v.x = gx - px / next;
+    v.y = gy - py / next;
+    v.scale = next;
+    this.apply();
+  };
+
+  GraphView.prototype.fit = function () {
+    var s = this.size(), p = this.port(), k = this.fitScale();
+    this.view = { x: (s.w - p.w / k) / 2, y: (s.h - p.h / k) / 2, scale: k };
+    this.apply();
+  };
+
+  GraphView.prototype.pan = function (dx, dy) {
+    this.view.x += dx / this.view.scale;
+    this.view.y += dy / this.view.scale;
+    this.apply();
+  };
+
+  GraphView.prototype.cloneMinimap = function () {
+    if (!this.minimap) return;
+    var svg = this.svg();
+    var old = this.minimap.querySelector("svg");
+    if (old) old.remove();
+    if (!svg) return;
+    // A plain picture: boxes and edges only, no links, ids or labels (nothing to click or find twice).
+    var ns = "http://www.w3.org/2000/svg", s = this.size();
+    var copy = document.createElementNS(ns, "svg");
+    copy.setAttribute("viewBox", "0 0 " + s.w + " " + s.h);
+    copy.setAttribute("class", "minimap-graph");
+    copy.setAttribute("aria-hidden", "true");
+    svg.querySelectorAll("path.edge").forEach(function (edge) {
+      var p = document.createElementNS(ns, "path");
+      p.setAttribute("d", edge.getAttribute("d"));
+      p.setAttribute("class", "mini-edge");
+      copy.appendChild(p);
+    });
+    svg.querySelectorAll("a.node").forEach(function (node) {
+      var rect = node.querySelector("rect");
+      if (!rect) return;
+      var r = rect.cloneNode(false);
+      var state = (node.getAttribute("class") || "").match(/state-[a-z]+/);
+      r.setAttribute("class", "mini-node " + (state ? state[0] : ""));
+      copy.appendChild(r);
+    });
+    this.minimap.insertBefore(copy, this.mini);
+    this.drawMinimap();
+  };
+
+  GraphView.prototype.drawMinimap = function () {
+    if (!this.minimap || !this.mini || !this.view) return;
+    var s = this.size(), p = this.port(), v = this.view;
+    var big = s.w * v.scale > p.w + 1 || s.h * v.scale > p.h + 1;
+    this.minimap.hidden = !big;
+    if (!big) return;
+    var mw = this.minimap.clientWidth, mh = this.minimap.clientHeight;
+    var k = Math.min(mw / s.w, mh / s.h);
+    var ox = (mw - s.w * k) / 2, oy = (mh - s.h * k) / 2;
+    this.miniScale = { k: k, ox: ox, oy: oy };
+    var st = this.mini.style;
+    st.left = (ox + v.x * k) + "px";
+    st.top = (oy + v.y * k) + "px";
+    st.width = Math.max(4, p.w / v.scale * k) + "px";
+    st.height = Math.max(4, p.h / v.scale * k) + "px";
+  };
+
+  GraphView.prototype.miniTo = function (event) {
+    var m = this.miniScale;
+    if (!m) return;
+    var r = this.minimap.getBoundingClientRect(), p = this.port(), v = this.view;
+    var gx = (event.clientX - r.left - m.ox) / m.k, gy = (event.clientY - r.top - m.oy) / m.k;
+    v.x = gx - p.w / v.scale / 2;
+    v.y = gy - p.h / v.scale / 2;
+    this.apply();
+  };
+
+  GraphView.prototype.bind = function () {
+    var self = this, canvas = this.canvas;
+
+    canvas.addEventListener("wheel", function (event) {
+      if (!self.view) return;
+      event.preventDefault();
+      var r = canvas.getBoundingClientRect();
+      var factor = Math.exp(-event.deltaY * (event.deltaMode === 1 ? 0.05 : 0.0015));
+      self.zoom(factor, event.clientX - r.left, event.clientY - r.top);
+    }, { passive: false });
+
+    canvas.addEventListener("pointerdown", function (event) {
+      if (event.button !== 0 && event.pointerType === "mouse") return;
+      self.pointers[event.pointerId] = { x: event.clientX, y: event.clientY };
+      self.moved = false;
+      self.pinch = null;
+    });
+    canvas.addEventListener("pointermove", function (event) {
+      var last = self.pointers[event.pointerId];
+      if (!last || !self.view) return;
+      var ids = Object.keys(self.pointers);
+      if (ids.length === 2) {
+        var a = self.pointers[ids[0]], b = self.pointers[ids[1]];
+        var before = Math.hypot(a.x - b.x, a.y - b.y);
+        last.x = event.clientX; last.y = event.clientY;
+        var after = Math.hypot(a.x - b.x, a.y - b.y);
+        var r = canvas.getBoundingClientRect();
+        if (before > 0) self.zoom(after / before, (a.x + b.x) / 2 - r.left, (a.y + b.y) / 2 - r.top);
+        self.moved = true;
+        return;
+      }
+      var dx = event.clientX - last.x, dy = event.clientY - last.y;
+      if (!self.moved && Math.abs(dx) + Math.abs(dy) < 5) return;
+      if (!self.moved) {
+        self.moved = true;
+        try { canvas.setPointerCapture(event.pointerId); } catch (e) { /* pointer already gone */ }
+        canvas.classList.add("dragging");
+      }
+      last.x = event.clientX; last.y = event.clientY;
+      self.pan(-dx, -dy);
+    });
+    function release(event) {
+      delete self.pointers[event.pointerId];
+      canvas.classList.remove("dragging");
+    }
+    canvas.addEventListener("pointerup", release);
+    canvas.addEventListener("pointercancel", release);
+    // A drag that ends over a node must not open it.
+    canvas.addEventListener("click", function (event) {
+      if (self.moved) { event.preventDefault(); event.stopPropagation(); self.moved = false; }
+    }, true);
+
+    canvas.addEventListener("keydown", function (event) {
+      if (event.ctrlKey || event.metaKey || event.altKey || !self.view) return;
+      var step = 80, handled = true;
+      switch (event.key) {
+        case "+": case "=": self.zoom(1.25); break;
+        case "-": case "_": self.zoom(0.8); break;
+        case "0": self.fit(); break;
+        case "1": self.zoom(1 / self.view.scale); break;
+        case "ArrowLeft": self.pan(-step, 0); break;
+        case "ArrowRight": self.pan(step, 0); break;
+        case "ArrowUp": self.pan(0, -step); break;
+        case "ArrowDown": self.pan(0, step); break;
+        default: handled = false;
+      }
+      if (handled) event.preventDefault();
+    });
+
+    if (this.minimap) {
+      var dragging = false;
+      this.minimap.addEventListener("pointerdown", function (event) {
+        dragging = true;
+        try { self.minimap.setPointerCapture(event.pointerId); } catch (e) { /* ignore */ }
+        self.miniTo(event);
+      });
+      this.minimap.addEventListener("pointermove", function (event) { if (dragging) self.miniTo(event); });
+      this.minimap.addEventListener("pointerup", function () { dragging = false; });
+    }
+
+    var card = this.root.closest(".graph-card") || document;
+    card.querySelectorAll("[data-graph-action]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var action = button.getAttribute("data-graph-action");
+        if (action === "zoom-in") self.zoom(1.25);
+        else if (action === "zoom-out") self.zoom(0.8);
+        else if (action === "fit") self.fit();
+        else if (action === "actual") self.zoom(1 / self.view.scale);
+      });
+    });
+
+    var jump = card.querySelector("#graph-jump");
+    if (jump) {
+      jump.addEventListener("submit", function (event) {
+        var input = jump.querySelector("input[name=step]");
+        var id = input ? input.value.trim() : "";
+        var node = self.nodeFor(id);
+        if (!id || !node || !node.hasAttribute("data-step-id")) return; // the server finds it
+        event.preventDefault();
+        self.centreOn(node, true);
+        node.dispatchEvent(new MouseEvent("click", { bubbles: true, cancelable: true }));
+      });
+    }
+
+    window.addEventListener("resize", function () { self.apply(); });
+  };
+
+  // A live update put a fresh SVG (not yet measured) into the canvas: give it the kept view.
+  function swapped() {
+    document.querySelectorAll("[data-graph-view]").forEach(function (root) {
+      var view = root.__graphView, svg = view && view.svg();
+      if (svg && !svg.hasAttribute("data-w")) view.adopt(false);
+    });
+  }
+
+  function init(scope) {
+    (scope || document).querySelectorAll("[data-graph-view]").forEach(function (root) {
+      if (!root.__graphView) root.__graphView = new GraphView(root);
+    });
+  }
+
+  document.addEventListener("htmx:afterSettle", swapped);
+  document.addEventListener("htmx:oobAfterSwap", swapped);
+  document.addEventListener("htmx:load", function (event) { init(event.detail && event.detail.elt); });
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", function () { init(); });
+  else init();
 })();
