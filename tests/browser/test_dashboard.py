@@ -60,7 +60,7 @@ def test_failed_run__open_step_from_graph_read_error_and_retry(page: Any, live_s
     expect(panel.locator("pre.code-log").first).to_contain_text("gate open, passing")  # newest attempt first
     expect(panel.locator("article.attempt").first).to_contain_text("Attempt 2")
     panel.locator("details.attempt-diff summary").first.click()
-    expect(panel.locator("pre.code-diff .dl-add").first).to_contain_text("gate open, passing")
+    expect(panel.locator("pre.code-diff .dl-add").filter(has_text="gate open, passing")).to_be_visible()
     expect(panel.locator(".diff-facts")).to_contain_text("gate_closed")
     panel.screenshot(path=str(SCREENSHOTS / "step_panel_attempt_diff.png"))
     expect(page.locator("#run-live .badge").first).to_have_text("succeeded", timeout=10_000)

@@ -105,7 +105,7 @@ def test_step_page__shows_each_attempt_once_with_its_own_duration(runtime, tmp_p
     client = Client()
     client.force_login(user)
     html = client.get(reverse("workflow:step", args=[run_id, "g"])).content.decode()
-    numbers = re.findall(r"<strong>#(\d+)</strong>", html)
+    numbers = re.findall(r'data-attempt="(\d+)"', html)
     assert sorted(numbers) == ["1", "2"]
     assert "out-failed" in html and "out-succeeded" in html
 

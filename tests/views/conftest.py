@@ -16,7 +16,7 @@ GATE = {"open": False}  # the "gate" kind fails until a test opens it: retry, th
 EVIL = "<script>alert('xss')</script>"
 
 VIEW_PERMS = ["view_run", "view_step", "view_dependency", "view_lease", "view_artifact", "view_record", "view_event",
-              "view_queue", "view_worker"]
+              "view_queue", "view_worker", "view_schedule"]
 
 FAILED_GRAPH = [
     {"id": "a", "kind": "noop", "input": {"n": 1}},

@@ -80,3 +80,27 @@ def resume_queue(request: HttpRequest, name: str) -> Any:
     require(request, OPERATE)
     operator.resume_queue(name, user=request.user)
     return {"message": f"queue {name} resumed"}
+
+
+@router.post("/schedules/{key}/pause", tags=["act"], response={200: s.ActionOut, **ACTION_ERRORS},
+             summary="Pause a schedule (key: package:name)")
+def pause_schedule(request: HttpRequest, key: str) -> Any:
+    require(request, OPERATE)
+    changed = operator.pause_schedule(key, user=request.user)
+    return {"message": f"schedule {key} paused" if changed else f"schedule {key} was already paused"}
+
+
+@router.post("/schedules/{key}/resume", tags=["act"], response={200: s.ActionOut, **ACTION_ERRORS},
+             summary="Resume a schedule from its next tick (paused ticks are not caught up)")
+def resume_schedule(request: HttpRequest, key: str) -> Any:
+    require(request, OPERATE)
+    changed = operator.resume_schedule(key, user=request.user)
+    return {"message": f"schedule {key} resumed" if changed else f"schedule {key} was not paused"}
+
+
+@router.post("/schedules/{key}/run", tags=["act"], response={200: s.ScheduleRunNowOut, **ACTION_ERRORS},
+             summary="Start one run of a schedule now, outside its cron")
+def run_schedule_now(request: HttpRequest, key: str) -> Any:
+    require(request, OPERATE, "workflow.view_run")
+    run_id = operator.run_schedule_now(key, user=request.user)
+    return {"message": f"schedule {key} started run {run_id}", "run_id": run_id}

@@ -347,3 +347,18 @@ def engine_status(request: HttpRequest) -> Any:
         "tables": [{"table": c.table, "count": c.count, "exact": c.exact} for c in counts],
     }
 
+
+
+@router.get("/schedules", tags=["read"], response={200: list[s.ScheduleOut], **ERRORS},
+            summary="Schedules: cron in words, time zone, next fire times, counts, status, latest runs")
+def list_schedules(request: HttpRequest) -> Any:
+    require(request, "workflow.view_schedule", "workflow.view_run")
+    from ..schedules import schedule_views
+
+    return [{"key": v.row.key, "package": v.row.package, "name": v.row.name, "cron": v.row.cron,
+             "description": v.description, "timezone": v.row.timezone, "catch_up": v.row.catch_up,
+             "overlap": v.row.overlap, "status": v.row.status, "next_fires": v.next_fires,
+             "last_fired_at": v.row.last_fired_at, "fired_count": v.row.fired_count,
+             "missed_count": v.row.missed_count, "skipped_count": v.row.skipped_count,
+             "recent_runs": [{"id": r.id, "state": r.state, "created_at": r.created_at} for r in v.recent_runs]}
+            for v in schedule_views(now=timezone.now())]

@@ -261,3 +261,32 @@ class ActionOut(Schema):
 class BulkOut(Schema):
     done: int
     skipped: list[str]
+
+
+class ScheduleRunOut(Schema):
+    id: str
+    state: str
+    created_at: datetime
+
+
+class ScheduleOut(Schema):
+    key: str  # package:name, as the actions take it
+    package: str
+    name: str
+    cron: str
+    description: str  # the cron in words
+    timezone: str
+    catch_up: str
+    overlap: str
+    status: str  # active, paused, disabled or removed
+    next_fires: list[datetime]
+    last_fired_at: datetime | None
+    fired_count: int
+    missed_count: int
+    skipped_count: int
+    recent_runs: list[ScheduleRunOut]
+
+
+class ScheduleRunNowOut(Schema):
+    message: str
+    run_id: str
