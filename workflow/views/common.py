@@ -20,11 +20,12 @@ ViewFunc = Callable[..., HttpResponse]
 
 
 def refuse_bad_input(view: ViewFunc) -> ViewFunc:
-    """Check every parameter for text no column can hold, and answer BadInput with a 400."""
+    """Check every parameter, path ones included, for text no column can hold; BadInput is a 400."""
 
     @wraps(view)
     def inner(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
+            check_params(kwargs)
             check_params(request.GET)
             if request.method == "POST":
                 check_params(request.POST)
