@@ -307,7 +307,7 @@ class StepLogHandler(logging.Handler):
         buffer = current_log.get()
         if buffer is None or getattr(record, "_workflow_captured", False):
             return
-        record._workflow_captured = True  # type: ignore[attr-defined]
+        record._workflow_captured = True
         try:
             buffer.add(self.format(record))
         except Exception:  # a broken record must not fail the step

@@ -15,10 +15,10 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .context import install_log_capture
 from .errors import StoreConflict, StoreUnavailable
@@ -33,6 +33,7 @@ log = logging.getLogger("workflow.worker")
 # --burst waits for steps due soon (a retry's backoff), not for a step scheduled hours ahead.
 BURST_MAX_WAIT_SECONDS = 60.0
 
+_T = TypeVar("_T")
 _WAKE = object()
 _STOP = object()
 
@@ -538,7 +539,8 @@ class Scheduler:
         log.info("handed back %s unfinished steps worker=%s", handed, self.worker_id)
         self._in_flight.clear()
 
-    def _call_store(self, call):  # type: ignore[no-untyped-def]
+    def _call_store(self, call: Callable[[], _T]) -> _T | None:
+        """Run one store call off the commit path; a failure is logged and reads as None."""
         try:
             return call()
         except Exception as exc:

@@ -79,10 +79,10 @@ def check_id(
     A ``/`` is allowed (URLs escape it as ``~2F``), but ``.`` and ``..`` would be read as
     relative path segments by browsers and proxies, so the step's page could never be reached.
     """
-    check_text(value, label=label, field=field, max_length=max_length, step=step)
-    if value in (".", ".."):
-        raise InvalidInput(f"{_where(step)}{label} must not be {value!r}", field=field, step=step)
-    return value
+    text = check_text(value, label=label, field=field, max_length=max_length, step=step)
+    if text in (".", ".."):
+        raise InvalidInput(f"{_where(step)}{label} must not be {text!r}", field=field, step=step)
+    return text
 
 
 def check_queue_name(value: Any, *, field: str = "queue", step: str | None = None, label: str = "queue name") -> str:
