@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import timedelta
 from typing import Any
 
 from .errors import InvalidInput
@@ -154,3 +155,14 @@ def _check_json_string(text: str, *, where: str, label: str, field: str, step: s
         field=field, step=step,
     )
 
+
+def as_timeout(value: timedelta | float | None) -> timedelta | None:
+    """A step timeout from a timedelta or seconds; it must be positive (None: no timeout)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
+        raise ValueError(f"timeout must be a timedelta or a number of seconds, got {value!r}")
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not 0 < seconds < 10**9:  # also refuses NaN and infinity
+        raise ValueError(f"timeout must be a positive duration, got {value!r}")
+    return timedelta(seconds=seconds)
