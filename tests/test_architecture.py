@@ -30,41 +30,6 @@ def test_engine__imports_nothing_from_django_or_the_web_layer():
             assert not name.startswith("workflow"), f"{path.name} imports {name}"
 
 
-def test_settings__only_conf_reads_the_workflow_settings():
-    for path in APP.rglob("*.py"):
-        if path.name == "conf.py" or "migrations" in path.parts:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            reads = (isinstance(node, ast.Attribute) and node.attr == "WORKFLOW") or (
-                isinstance(node, ast.Call) and ast.unparse(node.func) == "getattr" and "'WORKFLOW'" in ast.unparse(node)
-            )
-            assert not reads, f"{path.name}:{node.lineno} reads settings.WORKFLOW; ask workflow.conf"
-
-
-def test_views_and_admin__change_state_only_through_the_operator_service():
-    writers = ("update", "delete", "create", "bulk_create", "bulk_update", "save", "get_or_create", "update_or_create")
-    sources = [APP / "admin.py", *(APP / "views").glob("*.py")] if (APP / "views").is_dir() else [APP / "admin.py"]
-    for path in sources:
-        if not path.exists():
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in writers:
-                target = ast.unparse(node.func.value)
-                assert "objects" not in target and not target.endswith(("_set", "steps", "runs")), (
-                    f"{path.name}:{node.lineno} writes models directly: {ast.unparse(node)[:80]}"
-                )
-
-
-def test_importing_workflow__starts_no_threads():
-    code = (
-        "import threading, django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'tests.settings');"
-        "django.setup(); import workflow, workflow.conf, workflow.stores.db;"
-        "print(threading.active_count())"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "1"
-
-
 def engine_import_graph() -> dict[str, set[str]]:
     """Each engine module and the engine modules it imports: top level, in functions, under ``TYPE_CHECKING``."""
     engine = APP / "engine"
@@ -126,3 +91,39 @@ def test_engine__has_no_import_cycle_type_checking_imports_included():
     assert "typed" in graph["context"]  # imported inside a function
     cycle = import_cycle(graph)
     assert cycle is None, "workflow/engine imports in a circle: " + " -> ".join(cycle or [])
+
+
+def test_settings__only_conf_reads_the_workflow_settings():
+    for path in APP.rglob("*.py"):
+        if path.name == "conf.py" or "migrations" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            reads = (isinstance(node, ast.Attribute) and node.attr == "WORKFLOW") or (
+                isinstance(node, ast.Call) and ast.unparse(node.func) == "getattr" and "'WORKFLOW'" in ast.unparse(node)
+            )
+            assert not reads, f"{path.name}:{node.lineno} reads settings.WORKFLOW; ask workflow.conf"
+
+
+def test_views_and_admin__change_state_only_through_the_operator_service():
+    writers = ("update", "delete", "create", "bulk_create", "bulk_update", "save", "get_or_create", "update_or_create")
+    sources = [APP / "admin.py", *(APP / "views").glob("*.py")] if (APP / "views").is_dir() else [APP / "admin.py"]
+    for path in sources:
+        if not path.exists():
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in writers:
+                target = ast.unparse(node.func.value)
+                assert "objects" not in target and not target.endswith(("_set", "steps", "runs")), (
+                    f"{path.name}:{node.lineno} writes models directly: {ast.unparse(node)[:80]}"
+                )
+
+
+def test_importing_workflow__starts_no_threads():
+    code = (
+        "import threading, django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'tests.settings');"
+        "django.setup(); import workflow, workflow.conf, workflow.stores.db;"
+        "print(threading.active_count())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+
