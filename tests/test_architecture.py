@@ -126,4 +126,3 @@ def test_importing_workflow__starts_no_threads():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
-
