@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: run test test-sqlite test-postgres test-py313 test-liveness bench lint clean
+.PHONY: run test test-sqlite test-postgres test-py313 test-liveness bench lint typecheck clean
 
 # The demo needs the app and the demo extra (WhiteNoise, DATABASE_URL, psycopg); tests add the test tools.
 $(BIN)/.installed-demo: pyproject.toml
@@ -30,10 +30,14 @@ run: $(BIN)/.installed-demo
 	  wait $$site; status=$$?; kill -TERM $$worker 2>/dev/null; wait $$worker 2>/dev/null; exit $$status
 
 # The whole suite on SQLite, then again on PostgreSQL when it is reachable (in CI it must be).
-test: $(BIN)/.installed lint test-sqlite test-postgres
+test: $(BIN)/.installed lint typecheck test-sqlite test-postgres
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+
+# The engine is pure Python with its own protocols: checked strictly (settings in pyproject.toml).
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy --strict workflow/engine
 
 test-sqlite: $(BIN)/.installed
 	$(BIN)/pytest -q

@@ -30,6 +30,69 @@ def test_engine__imports_nothing_from_django_or_the_web_layer():
             assert not name.startswith("workflow"), f"{path.name} imports {name}"
 
 
+def engine_import_graph() -> dict[str, set[str]]:
+    """Each engine module and the engine modules it imports: top level, in functions, under ``TYPE_CHECKING``."""
+    engine = APP / "engine"
+    modules = {path.stem for path in engine.glob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for path in engine.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    targets.append(node.module.split(".")[0])
+                else:  # from . import typed, validation
+                    targets.extend(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("workflow.engine."):
+                targets.append(node.module.split(".")[2])
+            elif isinstance(node, ast.Import):
+                targets.extend(a.name.split(".")[2] for a in node.names if a.name.startswith("workflow.engine."))
+            graph[path.stem].update(t for t in targets if t in modules and t != path.stem)
+    return graph
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as a path (first module repeated at the end), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if not state.get(target):
+                found = visit(target)
+                if found:
+                    return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if not state.get(node):
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_import_cycle__names_the_circle_and_accepts_a_tree():
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert import_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_engine__has_no_import_cycle_type_checking_imports_included():
+    graph = engine_import_graph()
+    assert {"runtime", "scheduler", "runner", "context", "builder", "registry"} <= graph.keys()
+    assert "registry" in graph["runner"] and "context" in graph["runner"]  # the graph sees real edges
+    assert {"builder", "context"} <= graph["registry"]  # imported only under ``if TYPE_CHECKING:``
+    assert "typed" in graph["context"]  # imported inside a function
+    cycle = import_cycle(graph)
+    assert cycle is None, "workflow/engine imports in a circle: " + " -> ".join(cycle or [])
+
+
 def test_settings__only_conf_reads_the_workflow_settings():
     for path in APP.rglob("*.py"):
         if path.name == "conf.py" or "migrations" in path.parts:

@@ -118,7 +118,7 @@ def test_record__from_a_commit_fenced_off_after_reclaim_never_appears(make_runti
     rt = make_runtime(lease_duration=timedelta(seconds=1))
     run_id = run_graph(rt, [{"id": "w", "kind": "rec_attempt", "retry": 3}])
     start = utcnow()
-    stale = rt.execute(_claim(rt, "stale-worker", start), threading.Event())
+    stale = rt.runner().execute(_claim(rt, "stale-worker", start), threading.Event())
     assert stale.next_state == StepState.SUCCEEDED and stale.records  # it would write attempt 1
 
     # The stale worker stalls; its lease expires and the scheduler reclaims the step.
@@ -126,7 +126,7 @@ def test_record__from_a_commit_fenced_off_after_reclaim_never_appears(make_runti
     expired = rt.store.expired_leases(later, 10)
     assert [s.lease.token for s in expired] == [stale.step.lease.token]
     error = ErrorInfo(code="lease_expired", message="lease expired", retryable=True)
-    rt.store.complete_and_claim([rt.failure(s, error, finished_at=later) for s in expired], None, later)
+    rt.store.complete_and_claim([rt.runner().failure(s, error, finished_at=later) for s in expired], None, later)
 
     report, _ = rt.store.complete_and_claim([stale], None, later + timedelta(seconds=1))
     assert (report.committed, report.discarded) == (0, 1)
@@ -144,7 +144,7 @@ def test_record__from_a_commit_after_the_lease_expired_never_appears(make_runtim
     rt = make_runtime(lease_duration=timedelta(seconds=1))
     run_graph(rt, [{"id": "w", "kind": "rec_attempt", "retry": 3}])
     start = utcnow()
-    stale = rt.execute(_claim(rt, "stale-worker", start), threading.Event())
+    stale = rt.runner().execute(_claim(rt, "stale-worker", start), threading.Event())
     # Not reclaimed yet, but the lease ran out before the commit: fenced all the same.
     report, _ = rt.store.complete_and_claim([stale], None, start + timedelta(seconds=5))
     assert (report.committed, report.discarded) == (0, 1)
@@ -155,7 +155,7 @@ def test_record__from_a_step_of_a_canceled_run_never_appears(make_runtime: Any, 
     rt = make_runtime()
     run_id = run_graph(rt, [{"id": "w", "kind": "rec_attempt"}])
     start = utcnow()
-    stale = rt.execute(_claim(rt, "w1", start), threading.Event())
+    stale = rt.runner().execute(_claim(rt, "w1", start), threading.Event())
     rt.cancel_run(run_id, actor="tester")
     report, _ = rt.store.complete_and_claim([stale], None, utcnow())
     assert report.discarded == 1

@@ -16,7 +16,6 @@ from django.db import connection
 from tests.conftest import FakeClock, drain, run_graph
 from workflow import QueueConfig, RateLimitPolicy
 from workflow.engine.errors import InvalidInput, StoreConflict
-from workflow.engine.scheduler import Scheduler
 from workflow.engine.values import ClaimRequest, Outcome, RecordWrite, StepSpec, StepState
 from workflow.models import Event, Lease, Queue, Step
 from workflow.stores.db import DjangoStore
@@ -165,7 +164,7 @@ def test_unreadable_step_row__fails_that_step_and_the_claim_goes_on(runtime):
 # -- 5. nothing mirrors a transaction that rolled back --------------------------------------------------
 def test_rolled_back_batch__does_not_strand_a_child_in_a_new_queue(runtime):
     run_id = run_graph(runtime, [{"id": "good", "kind": "noop"}, {"id": "bad", "kind": "noop"}])
-    scheduler = Scheduler(runtime, max_workers=4)
+    scheduler = runtime.scheduler(max_workers=4)
     _, claimed = scheduler._commit_and_claim([], 2)
     steps = {s.step_id: s for s in claimed.steps}
     now = runtime.clock()

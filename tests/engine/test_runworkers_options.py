@@ -92,7 +92,7 @@ def test_runworkers__exits_non_zero_when_the_loop_dies(monkeypatch, transactiona
 
 
 def test_call_store__logs_the_exception_type_and_traceback(runtime, caplog):
-    scheduler = Scheduler(runtime, max_workers=1)
+    scheduler = runtime.scheduler(max_workers=1)
 
     def fails() -> None:
         raise KeyError("missing row")

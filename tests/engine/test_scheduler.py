@@ -120,7 +120,7 @@ def test_commit__is_discarded_after_the_lease_expired(make_runtime, clock, trans
     rt = make_runtime(clock=clock)
     run_id = run_graph(rt, [{"id": "a", "kind": "produce"}])
     [stale] = claim(rt, "slow-worker")
-    outcome = rt.execute(stale, threading.Event())
+    outcome = rt.runner().execute(stale, threading.Event())
     clock.advance(11)  # the lease (10 s) expired while the slow worker ran
     report = commit(rt, [outcome])
     assert (report.committed, report.discarded) == (0, 1)
@@ -145,7 +145,7 @@ def test_commit__after_the_run_was_canceled_is_discarded(make_runtime, clock, tr
     rt = make_runtime(clock=clock)
     run_id = run_graph(rt, [{"id": "a", "kind": "fanout", "input": {"n": 3}}])
     [step] = claim(rt)
-    outcome = rt.execute(step, threading.Event())
+    outcome = rt.runner().execute(step, threading.Event())
     rt.cancel_run(run_id, actor="bob")
     assert commit(rt, [outcome]).discarded == 1
     assert runtime_state(run_id) == "canceled"
@@ -222,9 +222,9 @@ def test_queue_cap__holds_across_claims(make_runtime, transactional_db):
     run_graph(rt, [{"id": f"s{i}", "kind": "noop", "queue": "narrow"} for i in range(3)])
     [held] = claim(rt, "w1")
     assert claim(rt, "w2") == []  # another worker: the cap is global
-    commit(rt, [rt.execute(held, threading.Event())])
+    commit(rt, [rt.runner().execute(held, threading.Event())])
     [second] = claim(rt, "w2", limit=5)  # one slot freed: one more, not five
-    commit(rt, [rt.execute(second, threading.Event())])
+    commit(rt, [rt.runner().execute(second, threading.Event())])
     drain(rt)
     assert Step.objects.filter(state="succeeded").count() == 3
 

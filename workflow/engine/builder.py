@@ -5,16 +5,37 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from . import typed, validation
 from .errors import InvalidGraph, InvalidInput, UnknownKind
-from .registry import Registry, as_timeout
-from .validation import MAX_DEDUP_KEY_LENGTH, MAX_SITE_LENGTH, MAX_STEP_ID_LENGTH
+from .validation import MAX_DEDUP_KEY_LENGTH, MAX_SITE_LENGTH, MAX_STEP_ID_LENGTH, as_timeout
 from .values import Dependency, RetryPolicy, StepHandle, StepSpec
 
 MAX_ID_LENGTH = MAX_STEP_ID_LENGTH
 MIN_PRIORITY, MAX_PRIORITY = -100, 100  # Django's task priorities
+
+
+class KindDefaults(Protocol):
+    """A kind's defaults for its steps (``registry.Executor`` has them)."""
+
+    @property
+    def queue(self) -> str | None: ...
+    @property
+    def retry(self) -> RetryPolicy | None: ...
+    @property
+    def timeout(self) -> timedelta | None: ...
+
+
+class KindLookup(Protocol):
+    """Which kinds exist and their defaults: what building a step needs of ``registry.Registry``.
+
+    A protocol rather than the registry itself, so the registry can name the builder (its
+    entrypoints receive a ``RunBuilder``) without an import circle.
+    """
+
+    def has_kind(self, kind: str) -> bool: ...
+    def executor(self, kind: str) -> KindDefaults: ...
 
 
 def check_id(
@@ -74,7 +95,7 @@ def _dependencies(depends_on: Dependency | StepHandle | str | Iterable[Any] | No
 
 
 def build_spec(
-    registry: Registry,
+    registry: KindLookup,
     step_id: str,
     input: Any,
     *,
@@ -192,7 +213,7 @@ def check_run_name(name: str) -> str:
 class RunBuilder:
     """Builds a run's first steps; the package entrypoint receives one."""
 
-    def __init__(self, registry: Registry, *, run_id: str, package: str, name: str, metadata: Mapping[str, str]):
+    def __init__(self, registry: KindLookup, *, run_id: str, package: str, name: str, metadata: Mapping[str, str]):
         self._registry = registry
         self.run_id = run_id
         self.package = package

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from . import validation
-from .builder import build_spec, check_id, check_metadata, to_json_value
+from .builder import KindLookup, build_spec, check_id, check_metadata, to_json_value
 from .content_types import check_content_type
 from .errors import InvalidInput, permanent
 from .values import (
@@ -28,8 +28,7 @@ from .values import (
 )
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
-    from .store import Projection
+    from .store import ArtifactStore, Projection
 
 _NO_RESULT = object()
 
@@ -40,6 +39,20 @@ class CancelSignal(Protocol):
     def is_set(self) -> bool: ...
 
 
+class StepServices(Protocol):
+    """What a step's context uses of the engine, and no more (``runner.Services`` provides it)."""
+
+    @property
+    def kinds(self) -> KindLookup: ...
+    @property
+    def artifact_store(self) -> ArtifactStore | None: ...
+    @property
+    def artifact_inline_limit(self) -> int: ...
+    def run_info(self, run_id: str) -> RunInfo: ...
+    def step_result(self, run_id: str, step_id: str) -> StepResult | None: ...
+    def projection(self, name: str) -> Projection: ...
+
+
 class StepContext:
     """The executor-facing view of one attempt of a durable step.
 
@@ -48,9 +61,9 @@ class StepContext:
     """
 
     def __init__(
-        self, runtime: Runtime, claimed: ClaimedStep, *, cancelled: CancelSignal, now: datetime, input: Any
+        self, services: StepServices, claimed: ClaimedStep, *, cancelled: CancelSignal, now: datetime, input: Any
     ) -> None:
-        self._runtime = runtime
+        self._services = services
         self._claimed = claimed
         self._cancelled = cancelled
         self._now = now
@@ -93,7 +106,7 @@ class StepContext:
     @property
     def workflow(self) -> RunInfo:
         if self._workflow is None:
-            self._workflow = self._runtime.workflow(self._claimed.run_id)
+            self._workflow = self._services.run_info(self._claimed.run_id)
         return self._workflow
 
     @property
@@ -123,7 +136,7 @@ class StepContext:
         step_id = id or f"{self._claimed.step_id}:emit:{len(self.children) + 1:03d}"
         options.setdefault("site", self._claimed.site)
         options.setdefault("parent", self._claimed.step_id)
-        spec = build_spec(self._runtime.registry, step_id, input, kind=kind, **options)
+        spec = build_spec(self._services.kinds, step_id, input, kind=kind, **options)
         if spec.dedup_key is not None and spec.dedup_key in self._child_by_dedup:
             # The same key twice in one attempt is the same child, as for a key already in the run.
             return StepHandle(self._child_by_dedup[spec.dedup_key])
@@ -157,7 +170,7 @@ class StepContext:
         content_type = _checked_content_type(content_type)
         metadata = self._check_artifact(name, content_type, kind, metadata)
         data = body.encode() if isinstance(body, str) else bytes(body)
-        limit = self._runtime.config.artifact_inline_limit
+        limit = self._services.artifact_inline_limit
         if len(data) > limit:
             raise permanent(
                 "artifact_too_large",
@@ -189,7 +202,7 @@ class StepContext:
         """Stream ``body`` into the artifact store now; its reference row commits with the step."""
         content_type = _checked_content_type(content_type)
         metadata = self._check_artifact(name, content_type, kind, metadata)
-        store = self._runtime.artifact_store
+        store = self._services.artifact_store
         if store is None:
             raise permanent("no_artifact_store", "no artifact store is configured (settings.WORKFLOW['ARTIFACT_STORAGE'])")
         artifact_id = uuid.uuid4().hex
@@ -232,7 +245,7 @@ class StepContext:
     # -- what other steps produced ----------------------------------------------------------
     def dependency_result(self, step_id: str) -> StepResult | None:
         """The result of another step of this run (None if it does not exist)."""
-        return self._runtime.result(self._claimed.run_id, step_id)
+        return self._services.step_result(self._claimed.run_id, step_id)
 
     def dependency_data(self, step_id: str, type: Any = None) -> Any:
         """The data another step of this run returned, decoded into ``type`` if given."""
@@ -246,7 +259,7 @@ class StepContext:
         return typed.decode(type, result.data)
 
     def projection(self, name: str) -> Projection:
-        return self._runtime.projection(name)
+        return self._services.projection(name)
 
 
 def _checked_content_type(content_type: Any) -> str:
@@ -307,7 +320,7 @@ class StepLogHandler(logging.Handler):
         buffer = current_log.get()
         if buffer is None or getattr(record, "_workflow_captured", False):
             return
-        record._workflow_captured = True  # type: ignore[attr-defined]
+        record._workflow_captured = True
         try:
             buffer.add(self.format(record))
         except Exception:  # a broken record must not fail the step

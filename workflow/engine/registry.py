@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import typed, validation
 from .errors import ConfigurationError, InvalidInput, UnknownKind, UnknownPackage
 from .schedules import ScheduleSpec
+from .validation import as_timeout
 from .values import RetryPolicy
 
 if TYPE_CHECKING:
@@ -20,18 +21,6 @@ if TYPE_CHECKING:
 
 EntrypointFunc = Callable[..., None]
 ExecutorFunc = Callable[..., Any]
-
-
-def as_timeout(value: timedelta | float | None) -> timedelta | None:
-    """A step timeout from a timedelta or seconds; it must be positive (None: no timeout)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
-        raise ValueError(f"timeout must be a timedelta or a number of seconds, got {value!r}")
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not 0 < seconds < 10**9:  # also refuses NaN and infinity
-        raise ValueError(f"timeout must be a positive duration, got {value!r}")
-    return timedelta(seconds=seconds)
 
 
 def _input_type(func: Callable[..., Any], what: str) -> Any:

@@ -15,41 +15,27 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
+from .config import Clock, Config, PeriodicHook
 from .context import install_log_capture
 from .errors import StoreConflict, StoreUnavailable
-from .store import ClaimResult, WorkerInfo
+from .observer import NullObserver, Observer
+from .runner import CancelFlag, Runner
+from .store import ClaimResult, Store, WorkerInfo
 from .values import ClaimedStep, ClaimRequest, CommitReport, CycleResult, ErrorInfo, Outcome, StepState
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 log = logging.getLogger("workflow.worker")
 
 # --burst waits for steps due soon (a retry's backoff), not for a step scheduled hours ahead.
 BURST_MAX_WAIT_SECONDS = 60.0
 
+_T = TypeVar("_T")
 _WAKE = object()
 _STOP = object()
-
-
-class CancelFlag:
-    """Set by the loop thread, read by the executor: a plain flag, cheaper than an Event per step."""
-
-    __slots__ = ("_set",)
-
-    def __init__(self) -> None:
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-
-    def is_set(self) -> bool:
-        return self._set
 
 
 @dataclass(slots=True)
@@ -65,12 +51,22 @@ class _Running:
 
 
 class Scheduler:
-    """One worker process's loop. ``run`` until ``stop``; ``cycle`` for a single pass."""
+    """One worker process's loop. ``run`` until ``stop``; ``cycle`` for a single pass.
+
+    It is handed what it needs, not the ``Runtime``: the store it drives, the runner of one
+    attempt, the clock, the observer and the periodic hooks; ``on_start`` runs once as the loop starts.
+    """
 
     def __init__(
         self,
-        runtime: Runtime,
+        config: Config,
         *,
+        store: Store,
+        runner: Runner,
+        clock: Clock,
+        observer: Observer | None = None,
+        periodic_hooks: Sequence[tuple[PeriodicHook, timedelta]] = (),
+        on_start: Callable[[], object] | None = None,
         queues: Sequence[str] | None = None,
         site: str | None = None,
         max_workers: int | None = None,
@@ -81,9 +77,12 @@ class Scheduler:
         max_cycles: int | None = None,
         worker_id: str | None = None,
     ) -> None:
-        config = runtime.config
-        self.runtime = runtime
-        self.store = runtime.store
+        self.store = store
+        self.runner = runner
+        self.clock = clock
+        self.observer: Observer = observer if observer is not None else NullObserver()
+        self.periodic_hooks = tuple(periodic_hooks)
+        self._on_start = on_start
         self.queues = tuple(queues) if queues else None
         self.site = site or None
         self.max_workers = max_workers or config.max_workers
@@ -151,7 +150,8 @@ class Scheduler:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> CycleResult:
-        self.runtime.ensure_queues()
+        if self._on_start is not None:
+            self._on_start()
         self._start_pool()
         self._call_store(
             lambda: self.store.register_worker(
@@ -163,7 +163,7 @@ class Scheduler:
                     site=self.site,
                     max_workers=self.max_workers,
                 ),
-                self.runtime.clock(),
+                self.clock(),
             )
         )
         stoppers = [stop for stop in (self.store.listen(self.wake), self.store.start_checkpointer()) if stop]
@@ -173,7 +173,7 @@ class Scheduler:
         wake_in: float | None = 0.0
         cycles = 0
         next_reclaim = next_beat = next_check = next_adopt = 0.0
-        hooks_due = [0.0] * len(self.runtime.periodic_hooks)
+        hooks_due = [0.0] * len(self.periodic_hooks)
         stop_deadline: float | None = None
         failures = 0
         try:
@@ -202,7 +202,7 @@ class Scheduler:
                     next_reclaim = clock + min(self.heartbeat_seconds, 5.0)
                 self._run_periodic_hooks(clock, hooks_due)
                 if clock >= next_adopt and self.queues is None:  # an all-queues worker sees every queue
-                    self._call_store(lambda: self.store.adopt_queues(self.runtime.clock()))
+                    self._call_store(lambda: self.store.adopt_queues(self.clock()))
                     next_adopt = clock + 60.0
                 if clock >= next_beat:
                     self._heartbeat()
@@ -255,7 +255,7 @@ class Scheduler:
                 stop()
             self._hand_back_all()
             self._stop_pool()
-            self._call_store(lambda: self.store.worker_stopped(self.worker_id, self.runtime.clock()))
+            self._call_store(lambda: self.store.worker_stopped(self.worker_id, self.clock()))
             log.info("worker stopped worker=%s claimed=%d succeeded=%d retried=%d failed=%d discarded=%d",
                      self.worker_id, self.totals.claimed, self.totals.succeeded, self.totals.retried,
                      self.totals.failed, self.totals.discarded)
@@ -289,11 +289,11 @@ class Scheduler:
                 lease_duration=self.lease_duration,
                 queues=self.queues,
                 site=self.site,
-                clock=self.runtime.clock,
+                clock=self.clock,
                 start_now=max(0, self.max_workers - (len(self._in_flight) - len(outcomes))),
             )
         try:
-            report, claimed = self.store.complete_and_claim(outcomes, request, self.runtime.clock())
+            report, claimed = self.store.complete_and_claim(outcomes, request, self.clock())
         except StoreUnavailable:
             raise
         except Exception:
@@ -306,7 +306,7 @@ class Scheduler:
         for outcome in outcomes:
             self._in_flight.pop(outcome.step.lease.token, None)
             if outcome.step.lease.token in report.rejected:
-                self.runtime.discard_blobs(outcome.artifacts)  # its artifact rows never committed
+                self.runner.discard_blobs(outcome.artifacts)  # its artifact rows never committed
             if outcome.lease_outcome != "expired":
                 self._log_outcome(outcome)
         for step in claimed.steps if log.isEnabledFor(logging.INFO) else ():
@@ -315,8 +315,8 @@ class Scheduler:
         return report, claimed
 
     def _observe(self, outcomes: Sequence[Outcome], report: CommitReport, claimed: ClaimResult) -> None:
-        """Tell the runtime's observer (metrics) what this commit and claim did; it must never stop the loop."""
-        observer = self.runtime.observer
+        """Tell the observer (metrics) what this commit and claim did; it must never stop the loop."""
+        observer = self.observer
         try:
             for outcome in outcomes:
                 if outcome.step.lease.token in report.rejected:
@@ -324,7 +324,7 @@ class Scheduler:
                 else:
                     observer.step_finished(outcome)
             if claimed.steps:
-                observer.steps_claimed(claimed.steps, self.runtime.clock())
+                observer.steps_claimed(claimed.steps, self.clock())
             for queue_name, reason in claimed.throttled:
                 observer.queue_throttled(queue_name, reason)
         except Exception:
@@ -335,16 +335,16 @@ class Scheduler:
         rejected: set[str] = set()
         for outcome in outcomes:
             try:
-                report, _ = self.store.complete_and_claim([outcome], None, self.runtime.clock())
+                report, _ = self.store.complete_and_claim([outcome], None, self.clock())
             except StoreUnavailable:
                 raise
             except Exception as exc:
                 log.exception("commit of one step failed run=%s step=%s", outcome.step.run_id, outcome.step.step_id)
-                self.runtime.discard_blobs(outcome.artifacts)
+                self.runner.discard_blobs(outcome.artifacts)
                 error = ErrorInfo(code="commit_error", message=f"{type(exc).__name__}: {exc}", retryable=False)
-                fallback = self.runtime.failure(outcome.step, error, log=outcome.log)
+                fallback = self.runner.failure(outcome.step, error, log=outcome.log)
                 try:
-                    report, _ = self.store.complete_and_claim([fallback], None, self.runtime.clock())
+                    report, _ = self.store.complete_and_claim([fallback], None, self.clock())
                 except Exception:  # the lease expires and another attempt runs: nothing is lost
                     log.exception("could not record the commit error run=%s step=%s", outcome.step.run_id,
                                   outcome.step.step_id)
@@ -412,9 +412,7 @@ class Scheduler:
                     self._threads.remove(running.thread)  # not joined at shutdown: it is stuck
             running.cancelled.set()
             step = running.step
-            error = ErrorInfo(code="timeout", retryable=True,
-                              message=f"attempt {step.attempt} ran longer than its timeout of {limit.total_seconds():g}s")
-            outcomes.append(self.runtime.failure(step, error, started_at=running.started_at, finished_at=self.runtime.clock()))
+            outcomes.append(self.runner.timed_out(step, limit, started_at=running.started_at))
             log.warning("step timed out run=%s step=%s attempt=%d timeout=%.3gs abandoned_threads=%d worker=%s",
                         step.run_id, step.step_id, step.attempt, limit.total_seconds(), abandoned, self.worker_id)
             self._add_thread()  # the stuck one keeps its executor; the pool keeps its size
@@ -442,19 +440,11 @@ class Scheduler:
 
     def _reclaim(self) -> int:
         """Turn expired leases into failed attempts: a reclaim counts, so poison steps end."""
-        now = self.runtime.clock()
+        now = self.clock()
         expired = self._call_store(lambda: self.store.expired_leases(now, 500)) or []
         if not expired:
             return 0
-        outcomes = []
-        for step in expired:
-            error = ErrorInfo(
-                code="lease_expired",
-                message=f"lease of worker {step.lease.worker_id} expired at {step.lease.expires_at.isoformat()} "
-                f"(attempt {step.attempt} of {step.retry.max_attempts}); the worker died or stalled",
-                retryable=True,
-            )
-            outcomes.append(self.runtime.failure(step, error, finished_at=now))
+        outcomes = [self.runner.lease_expired(step, now=now) for step in expired]
         report = self._call_store(lambda: self.store.complete_and_claim(outcomes, None, now))
         if report is None:
             return 0
@@ -463,27 +453,27 @@ class Scheduler:
                         outcome.step.step_id, outcome.step.attempt, outcome.next_state)
         self._observe(outcomes, report[0], ClaimResult(steps=(), wake_in=None))
         try:
-            self.runtime.observer.leases_reclaimed(report[0].committed)
+            self.observer.leases_reclaimed(report[0].committed)
         except Exception:
             log.exception("metrics observer failed worker=%s", self.worker_id)
         return report[0].committed
 
     def _run_periodic_hooks(self, clock: float, due: list[float]) -> None:
-        """The runtime's periodic hooks (schedule ticks): each at most once per its interval."""
+        """The periodic hooks (schedule ticks): each at most once per its interval."""
         if self._stopping.is_set():
             return
-        for n, (hook, interval) in enumerate(self.runtime.periodic_hooks):
+        for n, (hook, interval) in enumerate(self.periodic_hooks):
             if clock < due[n]:
                 continue
             due[n] = clock + interval.total_seconds()
             try:
-                hook(self.runtime.clock())
+                hook(self.clock())
             except Exception as exc:
                 log.warning("periodic hook failed worker=%s hook=%s error=%s: %s", self.worker_id,
                             getattr(hook, "__name__", hook), type(exc).__name__, exc)
 
     def _heartbeat(self) -> None:
-        now = self.runtime.clock()
+        now = self.clock()
         executing = sum(1 for r in self._in_flight.values() if r.started is not None)
         self._call_store(lambda: self.store.worker_seen(self.worker_id, executing, now))
         if not self._in_flight:
@@ -523,7 +513,7 @@ class Scheduler:
         held = self._call_store(lambda: self.store.leased_to(self.worker_id)) or set()
         unknown = sorted(held - set(self._in_flight))
         if unknown:
-            self._call_store(lambda: self.store.hand_back(unknown, self.runtime.clock()))
+            self._call_store(lambda: self.store.hand_back(unknown, self.clock()))
             log.warning("handed back %d steps claimed by a commit whose reply was lost worker=%s", len(unknown),
                         self.worker_id)
         return len(unknown)
@@ -534,11 +524,12 @@ class Scheduler:
         tokens = list(self._in_flight)
         for running in self._in_flight.values():
             running.cancelled.set()
-        handed = self._call_store(lambda: self.store.hand_back(tokens, self.runtime.clock()))
+        handed = self._call_store(lambda: self.store.hand_back(tokens, self.clock()))
         log.info("handed back %s unfinished steps worker=%s", handed, self.worker_id)
         self._in_flight.clear()
 
-    def _call_store(self, call):  # type: ignore[no-untyped-def]
+    def _call_store(self, call: Callable[[], _T]) -> _T | None:
+        """Run one store call off the commit path; a failure is logged and reads as None."""
         try:
             return call()
         except Exception as exc:
@@ -576,14 +567,14 @@ class Scheduler:
             if item.cancelled.is_set():
                 continue  # handed back before it started
             item.thread = threading.current_thread()
-            item.started_at = self.runtime.clock()
+            item.started_at = self.clock()
             item.started = time.monotonic()
             try:
-                outcome = self.runtime.execute(item.step, item.cancelled)
+                outcome = self.runner.execute(item.step, item.cancelled)
             except BaseException as exc:  # execute() catches executor errors; this is a bug guard
                 log.exception("executor wrapper crashed run=%s step=%s", item.step.run_id, item.step.step_id)
                 error = ErrorInfo(code="worker_error", message=repr(exc), retryable=True)
-                outcome = self.runtime.failure(item.step, error)
+                outcome = self.runner.failure(item.step, error)
             with self._pool_lock:
                 late = item.timed_out
                 if late:
@@ -592,7 +583,7 @@ class Scheduler:
                     item.finished = True
             if late:
                 # Its timeout was committed already; this thread was replaced, so it ends here.
-                self.runtime.discard_blobs(outcome.artifacts)
+                self.runner.discard_blobs(outcome.artifacts)
                 log.info("late return of a timed-out step dropped run=%s step=%s attempt=%d", item.step.run_id,
                          item.step.step_id, item.step.attempt)
                 return

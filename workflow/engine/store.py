@@ -12,6 +12,7 @@ from .values import (
     ClaimRequest,
     CommitReport,
     NewRun,
+    Outcome,
     QueueConfig,
     RecordInfo,
     RunHandle,
@@ -46,7 +47,7 @@ class Store(Protocol):
     def list_records(self, collection: str, *, after_key: str = "", limit: int = 100) -> list[RecordInfo]: ...
 
     def complete_and_claim(
-        self, outcomes: Sequence[Any], claim: ClaimRequest | None, now: datetime
+        self, outcomes: Sequence[Outcome], claim: ClaimRequest | None, now: datetime
     ) -> tuple[CommitReport, ClaimResult]: ...
     def expired_leases(self, now: datetime, limit: int) -> list[ClaimedStep]: ...
     def heartbeat(

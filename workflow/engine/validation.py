@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import timedelta
 from typing import Any
 
 from .errors import InvalidInput
@@ -79,10 +80,10 @@ def check_id(
     A ``/`` is allowed (URLs escape it as ``~2F``), but ``.`` and ``..`` would be read as
     relative path segments by browsers and proxies, so the step's page could never be reached.
     """
-    check_text(value, label=label, field=field, max_length=max_length, step=step)
-    if value in (".", ".."):
-        raise InvalidInput(f"{_where(step)}{label} must not be {value!r}", field=field, step=step)
-    return value
+    text = check_text(value, label=label, field=field, max_length=max_length, step=step)
+    if text in (".", ".."):
+        raise InvalidInput(f"{_where(step)}{label} must not be {text!r}", field=field, step=step)
+    return text
 
 
 def check_queue_name(value: Any, *, field: str = "queue", step: str | None = None, label: str = "queue name") -> str:
@@ -154,3 +155,14 @@ def _check_json_string(text: str, *, where: str, label: str, field: str, step: s
         field=field, step=step,
     )
 
+
+def as_timeout(value: timedelta | float | None) -> timedelta | None:
+    """A step timeout from a timedelta or seconds; it must be positive (None: no timeout)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
+        raise ValueError(f"timeout must be a timedelta or a number of seconds, got {value!r}")
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not 0 < seconds < 10**9:  # also refuses NaN and infinity
+        raise ValueError(f"timeout must be a positive duration, got {value!r}")
+    return timedelta(seconds=seconds)
