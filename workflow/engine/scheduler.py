@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from .context import install_log_capture
 from .errors import StoreConflict, StoreUnavailable
+from .rules import heartbeat_interval
 from .store import ClaimResult, WorkerInfo
 from .values import ClaimedStep, ClaimRequest, CommitReport, CycleResult, ErrorInfo, Outcome, StepState
 
@@ -91,7 +92,7 @@ class Scheduler:
         self._avg_exec_seconds = 1.0  # an estimate of step duration, updated from outcomes
         self.poll_seconds = (poll_interval or config.poll_interval).total_seconds()
         self.lease_duration = lease_duration or config.lease_duration
-        self.heartbeat_seconds = min(config.effective_heartbeat, self.lease_duration / 3).total_seconds()
+        self.heartbeat_seconds = heartbeat_interval(self.lease_duration, config.effective_heartbeat).total_seconds()
         self.grace_seconds = (grace_period if grace_period is not None else config.grace_period).total_seconds()
         self.burst = burst
         self.max_cycles = max_cycles
