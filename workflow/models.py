@@ -126,10 +126,10 @@ class Step(models.Model):
         indexes = [
             # The claim reads only ready rows: its cost does not grow with finished history.
             models.Index(
-                fields=["queue", "-priority", "available_at", "id"], condition=Q(state="ready"), name="step_ready_idx"
+                fields=["queue", "-priority", "available_at", "id"], condition=Q(state=StepState.READY), name="step_ready_idx"
             ),
-            models.Index(fields=["lease_expires_at"], condition=Q(state="running"), name="step_lease_idx"),
-            models.Index(fields=["queue"], condition=Q(state="running"), name="step_running_queue_idx"),
+            models.Index(fields=["lease_expires_at"], condition=Q(state=StepState.RUNNING), name="step_lease_idx"),
+            models.Index(fields=["queue"], condition=Q(state=StepState.RUNNING), name="step_running_queue_idx"),
             models.Index(fields=["run", "state"], name="step_run_state_idx"),
             models.Index(fields=["run", "parent_step_id"], name="step_parent_idx"),
             models.Index(fields=["finished_at"], condition=Q(finished_at__isnull=False), name="step_finished_idx"),
