@@ -57,6 +57,10 @@ _NEXT_DUE_SQL = (
     f"SELECT MIN(available_at) FROM workflow_step WHERE state = '{StepState.READY}' AND queue IN ({{names}})"
     " AND site IN ({sites})"
 )
+_NEXT_LEASE_EXPIRY_SQL = (
+    f"SELECT MIN(lease_expires_at) FROM workflow_step WHERE state = '{StepState.RUNNING}' AND queue IN ({{names}})"
+    " AND site IN ({sites})"
+)
 _LEASE_STEPS_SQL = (
     f"UPDATE workflow_step SET state = '{StepState.RUNNING}', attempt = attempt + 1, lease_token = %s, lease_owner = %s,"
     " lease_expires_at = %s, started_at = COALESCE(started_at, %s), awaiting_thread_since = %s,"
@@ -259,11 +263,7 @@ class ClaimStore:
     def _next_lease_expiry(self, cursor: Any, names: list[str], sites: list[str], now: datetime) -> float | None:
         if not names:
             return None
-        cursor.execute(
-            f"SELECT MIN(lease_expires_at) FROM workflow_step WHERE state = 'running' AND queue IN ({_marks(len(names))})"
-            f" AND site IN ({_marks(len(sites))})",
-            [*names, *sites],
-        )
+        cursor.execute(_NEXT_LEASE_EXPIRY_SQL.format(names=_marks(len(names)), sites=_marks(len(sites))), [*names, *sites])
         expires = self._parse_dt(cursor.fetchone()[0])
         return None if expires is None else max((expires - now).total_seconds(), 0.0)
 
