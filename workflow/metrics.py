@@ -20,6 +20,7 @@ from django.db import connections
 from django.db.models import Count, F, Func, IntegerField, Max, Min, Q
 from django.utils import timezone
 
+from .engine.rules import bucket_refill, next_token_seconds
 from .engine.values import ACTIVE_RUN_STATES, TERMINAL_STEP_STATES, RunState, StepState
 from .jsontext import JsonText
 from .models import Lease, Queue, Run, Step, Worker
@@ -304,7 +305,7 @@ def step_state_counts(*, since: timedelta, now: datetime | None = None) -> dict[
     # Grouped by queue so SQLite reads the ready-only index (a bare count scans a covering index of all steps).
     counts[StepState.READY] = sum(Step.objects.filter(state=StepState.READY).order_by().values_list("queue")
                                   .annotate(n=Count("id")).values_list("n", flat=True))
-    counts[StepState.RUNNING] = Step.objects.filter(state=StepState.RUNNING).count()
+    counts[StepState.RUNNING] = Step.objects.running().count()
     # One equality subquery per active state: with millions of finished runs, SQLite's planner scans the
     # whole run table for ``state IN (...)`` but seeks the state index for ``state = ...``.
     in_active_run = Q()
@@ -389,7 +390,7 @@ class LeaseCounts:
 def lease_counts(*, now: datetime | None = None) -> LeaseCounts:
     """Running steps whose lease is live vs past its expiry (a worker died or stalled)."""
     now = now or timezone.now()
-    agg = Step.objects.filter(state=StepState.RUNNING).order_by().aggregate(
+    agg = Step.objects.running().order_by().aggregate(
         active=Count("id", filter=Q(lease_expires_at__gte=now)),
         expired=Count("id", filter=Q(lease_expires_at__lt=now)),
         oldest=Min("lease_expires_at", filter=Q(lease_expires_at__lt=now)),
@@ -418,9 +419,6 @@ class WorkerView:
         if self.worker.stopped_at:
             return "stopped"
         return "live" if self.is_live else "silent"
-
-    def serves(self, queue: str) -> bool:
-        return not self.worker.queues or queue in self.worker.queues
 
 
 def workers(*, now: datetime | None = None, seen_within: timedelta = timedelta(hours=1), limit: int = 50,
@@ -534,18 +532,14 @@ def bucket_level(row: Queue, now: datetime) -> tuple[float | None, float | None]
     """The token bucket's level now and the seconds until the next whole token.
 
     The stored ``tokens`` is the level at ``refilled_at``; the engine refills lazily at claim
-    time, so the level now is ``min(burst, tokens + elapsed * rate / per)``, as the claim computes it.
+    time, so the level now is what the claim would compute (``rules.bucket_refill``).
     """
     if row.rate is None:
         return None, None
     per_second = row.rate / (row.per_seconds or 1.0)
-    if row.refilled_at is None:
-        level = float(row.burst)
-    else:
-        elapsed = max((now - row.refilled_at).total_seconds(), 0.0)
-        level = min(float(row.burst), (row.tokens or 0.0) + elapsed * per_second)
-    wait = (1 - level) / per_second if level < 1 and per_second > 0 else None
-    return level, wait
+    level = bucket_refill(tokens=row.tokens, burst=row.burst, per_second=per_second, refilled_at=row.refilled_at,
+                          now=now)
+    return level, next_token_seconds(level, per_second=per_second)
 
 
 def queue_figures(*, now: datetime | None = None) -> list[QueueFigures]:
@@ -642,6 +636,11 @@ def _plural(model: Any) -> str:
     return (name[:-1] + "ies" if name.endswith("y") else name + "s").capitalize()
 
 
+_CAPPED_COUNT_SQL = "SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT {cap}) AS capped"
+_PG_ESTIMATE_SQL = "SELECT reltuples::bigint FROM pg_class WHERE relname = %s"
+_MAX_ID_SQL = "SELECT MAX({column}) FROM {table}"
+
+
 def row_counts(models: Iterable[Any], *, using: str = "default") -> list[TableCount]:
     """Row counts that stay cheap on big tables: exact up to ``COUNT_CAP`` rows, estimated beyond.
 
@@ -652,7 +651,7 @@ def row_counts(models: Iterable[Any], *, using: str = "default") -> list[TableCo
     with connection.cursor() as cursor:
         for m in models:
             table = connection.ops.quote_name(m._meta.db_table)
-            cursor.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT {COUNT_CAP + 1}) AS capped")  # noqa: S608
+            cursor.execute(_CAPPED_COUNT_SQL.format(table=table, cap=COUNT_CAP + 1))
             n = cursor.fetchone()[0]
             label = _plural(m)
             if n <= COUNT_CAP:
@@ -666,13 +665,13 @@ def row_counts(models: Iterable[Any], *, using: str = "default") -> list[TableCo
 
 def _estimate(cursor: Any, connection: Any, model: Any) -> tuple[int | None, str]:
     if connection.vendor == "postgresql":
-        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [model._meta.db_table])
+        cursor.execute(_PG_ESTIMATE_SQL, [model._meta.db_table])
         row = cursor.fetchone()
         return (int(row[0]) if row and row[0] and row[0] > 0 else None), "planner estimate"
     pk = model._meta.pk
     if pk.get_internal_type() in ("AutoField", "BigAutoField", "IntegerField", "BigIntegerField"):
         table = connection.ops.quote_name(model._meta.db_table)
-        cursor.execute(f"SELECT MAX({connection.ops.quote_name(pk.column)}) FROM {table}")  # noqa: S608
+        cursor.execute(_MAX_ID_SQL.format(column=connection.ops.quote_name(pk.column), table=table))
         return cursor.fetchone()[0], "estimate from the highest id"
     return None, ""
 

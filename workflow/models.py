@@ -12,14 +12,12 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from .engine.values import ACTIVE_RUN_STATES, ACTIVE_STEP_STATES, TERMINAL_RUN_STATES, RunState, StepState
+from .engine.rules import LeaseOutcome, Severity
+from .engine.values import TERMINAL_RUN_STATES, RunState, StepState
 from .jsontext import TextSafeDecoder
 
 
 class RunQuerySet(models.QuerySet["Run"]):
-    def active(self) -> RunQuerySet:
-        return self.filter(state__in=ACTIVE_RUN_STATES)
-
     def finished(self) -> RunQuerySet:
         return self.filter(state__in=TERMINAL_RUN_STATES)
 
@@ -67,9 +65,6 @@ class Run(models.Model):
 
 
 class StepQuerySet(models.QuerySet["Step"]):
-    def ready(self, now: datetime) -> StepQuerySet:
-        return self.filter(state=StepState.READY, available_at__lte=now)
-
     def running(self) -> StepQuerySet:
         return self.filter(state=StepState.RUNNING)
 
@@ -78,9 +73,6 @@ class StepQuerySet(models.QuerySet["Step"]):
 
     def failed(self) -> StepQuerySet:
         return self.filter(state=StepState.FAILED)
-
-    def active(self) -> StepQuerySet:
-        return self.filter(state__in=ACTIVE_STEP_STATES)
 
 
 class Step(models.Model):
@@ -134,10 +126,10 @@ class Step(models.Model):
         indexes = [
             # The claim reads only ready rows: its cost does not grow with finished history.
             models.Index(
-                fields=["queue", "-priority", "available_at", "id"], condition=Q(state="ready"), name="step_ready_idx"
+                fields=["queue", "-priority", "available_at", "id"], condition=Q(state=StepState.READY), name="step_ready_idx"
             ),
-            models.Index(fields=["lease_expires_at"], condition=Q(state="running"), name="step_lease_idx"),
-            models.Index(fields=["queue"], condition=Q(state="running"), name="step_running_queue_idx"),
+            models.Index(fields=["lease_expires_at"], condition=Q(state=StepState.RUNNING), name="step_lease_idx"),
+            models.Index(fields=["queue"], condition=Q(state=StepState.RUNNING), name="step_running_queue_idx"),
             models.Index(fields=["run", "state"], name="step_run_state_idx"),
             models.Index(fields=["run", "parent_step_id"], name="step_parent_idx"),
             models.Index(fields=["finished_at"], condition=Q(finished_at__isnull=False), name="step_finished_idx"),
@@ -176,13 +168,13 @@ class Lease(models.Model):
     """One attempt of a step: who claimed it, under which fencing token, and how it ended."""
 
     class Outcome(models.TextChoices):
-        SUCCEEDED = "succeeded", "succeeded"
-        RETRIED = "retried", "failed, will retry"
-        FAILED = "failed", "failed"
-        EXPIRED = "expired", "lease expired"
-        CANCELED = "canceled", "run canceled"
-        DISCARDED = "discarded", "late commit discarded"
-        ABANDONED = "abandoned", "handed back at shutdown"
+        SUCCEEDED = LeaseOutcome.SUCCEEDED.value, "succeeded"
+        RETRIED = LeaseOutcome.RETRIED.value, "failed, will retry"
+        FAILED = LeaseOutcome.FAILED.value, "failed"
+        EXPIRED = LeaseOutcome.EXPIRED.value, "lease expired"
+        CANCELED = LeaseOutcome.CANCELED.value, "run canceled"
+        DISCARDED = LeaseOutcome.DISCARDED.value, "late commit discarded"
+        ABANDONED = LeaseOutcome.ABANDONED.value, "handed back at shutdown"
 
     step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="leases")
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="leases")
@@ -264,10 +256,10 @@ class Event(models.Model):
     """An append-only fact about a run, a step, a queue or a worker."""
 
     class Severity(models.TextChoices):
-        DEBUG = "debug"
-        INFO = "info"
-        WARNING = "warning"
-        ERROR = "error"
+        DEBUG = Severity.DEBUG.value
+        INFO = Severity.INFO.value
+        WARNING = Severity.WARNING.value
+        ERROR = Severity.ERROR.value
 
     created_at = models.DateTimeField()
     kind = models.CharField(max_length=50)
@@ -310,10 +302,6 @@ class Queue(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def is_restricted(self) -> bool:
-        return self.max_workers is not None or self.rate is not None
 
 
 class WorkerQuerySet(models.QuerySet["Worker"]):

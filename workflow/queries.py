@@ -10,7 +10,7 @@ import base64
 import csv
 import io
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -644,7 +644,3 @@ def preview_artifact(artifact: Artifact) -> Preview:
 def pretty_json(value: Any) -> str:
     """Indent JSON for a <pre>; the template escapes it."""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
-
-
-def state_counts_in(steps: Iterable[Step]) -> Counter[str]:
-    return Counter(s.state for s in steps)

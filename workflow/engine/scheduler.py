@@ -24,6 +24,7 @@ from .config import Clock, Config, PeriodicHook
 from .context import install_log_capture
 from .errors import StoreConflict, StoreUnavailable
 from .observer import NullObserver, Observer
+from .rules import heartbeat_interval
 from .runner import CancelFlag, Runner
 from .store import ClaimResult, Store, WorkerInfo
 from .values import ClaimedStep, ClaimRequest, CommitReport, CycleResult, ErrorInfo, Outcome, StepState
@@ -90,7 +91,7 @@ class Scheduler:
         self._avg_exec_seconds = 1.0  # an estimate of step duration, updated from outcomes
         self.poll_seconds = (poll_interval or config.poll_interval).total_seconds()
         self.lease_duration = lease_duration or config.lease_duration
-        self.heartbeat_seconds = min(config.effective_heartbeat, self.lease_duration / 3).total_seconds()
+        self.heartbeat_seconds = heartbeat_interval(self.lease_duration, config.effective_heartbeat).total_seconds()
         self.grace_seconds = (grace_period if grace_period is not None else config.grace_period).total_seconds()
         self.burst = burst
         self.max_cycles = max_cycles

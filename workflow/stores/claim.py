@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..engine.rules import EventKind, LeaseOutcome, Severity, bucket_refill, next_token_seconds
 from ..engine.store import ClaimResult
 from ..engine.values import (
     ClaimedStep,
@@ -16,6 +17,7 @@ from ..engine.values import (
     LeaseInfo,
     Outcome,
     RetryPolicy,
+    RunState,
     StepState,
 )
 from .rows import (
@@ -24,6 +26,54 @@ from .rows import (
     _loads,
     _marks,
     log,
+)
+
+# The claim reads through the ready-only partial index: the state is a literal in the text, so the
+# planner can match the index's predicate. ``{index_hint}``, ``{sites}`` and ``{skip_locked}`` are
+# filled per database and site count (``claim_sql``).
+_CLAIM_SQL = (
+    "SELECT id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt,"
+    f" timeout_seconds, available_at FROM workflow_step{{index_hint}} WHERE state = '{StepState.READY}' AND queue = %s"
+    " AND available_at <= %s AND site IN ({sites}) ORDER BY priority DESC, available_at, id LIMIT %s{skip_locked}"
+)
+_SPEND_TOKENS_SQL = "UPDATE workflow_queue SET tokens = %s WHERE name = %s"
+_LOCK_LIMITED_QUEUES_SQL = (
+    "SELECT name, max_workers, rate, per_seconds, burst, tokens, refilled_at FROM workflow_queue"
+    " WHERE name IN ({names}) ORDER BY name"
+)
+_ANY_DUE_SQL = (
+    f"SELECT 1 FROM workflow_step WHERE state = '{StepState.READY}' AND queue = %s AND available_at <= %s"
+    " AND site IN ({sites}) LIMIT 1"
+)
+_RECENT_THROTTLES_SQL = (
+    f"SELECT payload FROM workflow_event WHERE kind = '{EventKind.QUEUE_THROTTLED}' AND queue = %s AND created_at > %s"
+    " ORDER BY id DESC LIMIT 10"
+)
+_RUNNING_IN_QUEUE_SQL = (
+    f"SELECT COUNT(*), MIN(lease_expires_at) FROM workflow_step WHERE state = '{StepState.RUNNING}' AND queue = %s"
+)
+_REFILL_SQL = "UPDATE workflow_queue SET tokens = %s, refilled_at = %s WHERE name = %s"
+_NEXT_DUE_SQL = (
+    f"SELECT MIN(available_at) FROM workflow_step WHERE state = '{StepState.READY}' AND queue IN ({{names}})"
+    " AND site IN ({sites})"
+)
+_NEXT_LEASE_EXPIRY_SQL = (
+    f"SELECT MIN(lease_expires_at) FROM workflow_step WHERE state = '{StepState.RUNNING}' AND queue IN ({{names}})"
+    " AND site IN ({sites})"
+)
+_LEASE_STEPS_SQL = (
+    f"UPDATE workflow_step SET state = '{StepState.RUNNING}', attempt = attempt + 1, lease_token = %s, lease_owner = %s,"
+    " lease_expires_at = %s, started_at = COALESCE(started_at, %s), awaiting_thread_since = %s,"
+    " updated_at = %s"
+    " WHERE id = %s"
+)
+_INSERT_LEASES_SQL = (
+    "INSERT INTO workflow_lease (step_id, run_id, attempt, worker_id, token, claimed_at, expires_at, outcome,"
+    " error_code, error_message, log) VALUES (%s, %s, %s, %s, %s, %s, %s, '', '', '', '')"
+)
+_START_RUNS_SQL = (
+    f"UPDATE workflow_run SET state = '{RunState.RUNNING}', started_at = %s, updated_at = %s"
+    f" WHERE id IN ({{runs}}) AND state = '{RunState.PENDING}'"
 )
 
 
@@ -80,7 +130,7 @@ class ClaimStore:
             cursor.execute(claim_sql, [name, self._dt(now), *sites, allowance])
             got = cursor.fetchall()
             if name in limited and limited[name][1] is not None and got:
-                cursor.execute("UPDATE workflow_queue SET tokens = %s WHERE name = %s", [tokens - len(got), name])
+                cursor.execute(_SPEND_TOKENS_SQL, [tokens - len(got), name])
             rows.extend(got)
             remaining -= len(got)
         claimed, unreadable = self._lease(cursor, rows, req, lease_now) if rows else ((), [])
@@ -103,11 +153,7 @@ class ClaimStore:
         """Lock the rows of these (sorted) limited queues in one statement, in name order."""
         if not names:
             return {}
-        cursor.execute(
-            "SELECT name, max_workers, rate, per_seconds, burst, tokens, refilled_at FROM workflow_queue"
-            f" WHERE name IN ({_marks(len(names))}) ORDER BY name" + self._lock_suffix(),
-            names,
-        )
+        cursor.execute(_LOCK_LIMITED_QUEUES_SQL.format(names=_marks(len(names))) + self._lock_suffix(), names)
         return {r[0]: r[1:] for r in cursor.fetchall()}
 
     THROTTLE_EVENT_SECONDS = 60.0  # at most one queue_throttled event per queue and reason this often
@@ -129,20 +175,12 @@ class ClaimStore:
             if clock < self._throttle_checked.get(key, 0.0):
                 continue
             self._throttle_checked[key] = clock + 5.0  # nothing waits: look again in a few seconds
-            cursor.execute(
-                "SELECT 1 FROM workflow_step WHERE state = 'ready' AND queue = %s AND available_at <= %s"
-                f" AND site IN ({_marks(len(sites))}) LIMIT 1",
-                [name, self._dt(now), *sites],
-            )
+            cursor.execute(_ANY_DUE_SQL.format(sites=_marks(len(sites))), [name, self._dt(now), *sites])
             if cursor.fetchone() is None:
                 continue
             self._throttle_checked[key] = clock + self.THROTTLE_EVENT_SECONDS
             since = now - timedelta(seconds=self.THROTTLE_EVENT_SECONDS)
-            cursor.execute(
-                "SELECT payload FROM workflow_event WHERE kind = 'queue_throttled' AND queue = %s AND created_at > %s"
-                " ORDER BY id DESC LIMIT 10",
-                [name, self._dt(since)],
-            )
+            cursor.execute(_RECENT_THROTTLES_SQL, [name, self._dt(since)])
             if any((_loads(p) or {}).get("reason") == reason for (p,) in cursor.fetchall()):
                 continue
             row = queues.get(name)
@@ -152,7 +190,7 @@ class ClaimStore:
                 "rate_limited": f"queue {name} is rate limited to {rate} per {per_seconds}s; due steps wait for a token",
                 "paused": f"queue {name} is paused; due steps wait until it is resumed",
             }[reason]
-            events.append(self._event_row(now, "queue_throttled", severity="info", queue=name, message=message,
+            events.append(self._event_row(now, EventKind.QUEUE_THROTTLED, severity=Severity.INFO, queue=name, message=message,
                                           payload={"reason": reason}))
         self._insert_events(cursor, events)
 
@@ -164,11 +202,7 @@ class ClaimStore:
         """
         index_hint = "" if self.is_postgres else " INDEXED BY step_ready_idx"
         skip_locked = " FOR UPDATE SKIP LOCKED" if self.is_postgres else ""
-        return (
-            "SELECT id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt,"
-            f" timeout_seconds, available_at FROM workflow_step{index_hint} WHERE state = 'ready' AND queue = %s AND available_at <= %s"
-            f" AND site IN ({_marks(site_count)}) ORDER BY priority DESC, available_at, id LIMIT %s{skip_locked}"
-        )
+        return _CLAIM_SQL.format(index_hint=index_hint, sites=_marks(site_count), skip_locked=skip_locked)
 
     def _retry_policy(self, raw: Any) -> RetryPolicy:
         """Parse a step's retry policy once per distinct JSON text: a run's steps mostly share one."""
@@ -205,10 +239,7 @@ class ClaimStore:
         hint = None
         reason = "at_cap"
         if max_workers is not None:
-            cursor.execute(
-                "SELECT COUNT(*), MIN(lease_expires_at) FROM workflow_step WHERE state = 'running' AND queue = %s",
-                [name],
-            )
+            cursor.execute(_RUNNING_IN_QUEUE_SQL, [name])
             running, first_expiry = cursor.fetchone()
             allowance = min(allowance, max_workers - running)
             if allowance <= 0:
@@ -221,36 +252,25 @@ class ClaimStore:
             now = last
         if rate is not None:
             per_second = rate / per_seconds
-            elapsed = (now - last).total_seconds() if last else math.inf
-            tokens = min(float(burst), (tokens or 0.0) + elapsed * per_second)
-            cursor.execute(
-                "UPDATE workflow_queue SET tokens = %s, refilled_at = %s WHERE name = %s", [tokens, self._dt(now), name]
-            )
+            tokens = bucket_refill(tokens=tokens, burst=burst, per_second=per_second, refilled_at=last, now=now)
+            cursor.execute(_REFILL_SQL, [tokens, self._dt(now), name])
             if tokens < 1 and allowance > 0:
                 reason = "rate_limited"
-                hint = (1 - tokens) / per_second
+                hint = next_token_seconds(tokens, per_second=per_second)
             allowance = min(allowance, int(math.floor(tokens)))
         return allowance, tokens, hint, now, reason
 
     def _next_lease_expiry(self, cursor: Any, names: list[str], sites: list[str], now: datetime) -> float | None:
         if not names:
             return None
-        cursor.execute(
-            f"SELECT MIN(lease_expires_at) FROM workflow_step WHERE state = 'running' AND queue IN ({_marks(len(names))})"
-            f" AND site IN ({_marks(len(sites))})",
-            [*names, *sites],
-        )
+        cursor.execute(_NEXT_LEASE_EXPIRY_SQL.format(names=_marks(len(names)), sites=_marks(len(sites))), [*names, *sites])
         expires = self._parse_dt(cursor.fetchone()[0])
         return None if expires is None else max((expires - now).total_seconds(), 0.0)
 
     def _next_due(self, cursor: Any, names: list[str], sites: list[str], now: datetime) -> float | None:
         if not names:
             return None
-        cursor.execute(
-            f"SELECT MIN(available_at) FROM workflow_step WHERE state = 'ready' AND queue IN ({_marks(len(names))})"
-            f" AND site IN ({_marks(len(sites))})",
-            [*names, *sites],
-        )
+        cursor.execute(_NEXT_DUE_SQL.format(names=_marks(len(names)), sites=_marks(len(sites))), [*names, *sites])
         due = self._parse_dt(cursor.fetchone()[0])
         if due is None:
             return None
@@ -277,7 +297,7 @@ class ClaimStore:
             awaiting = None if len(step_updates) < starting else now_db  # the rest wait for a thread
             step_updates.append((token, req.worker_id, expires_db, now_db, awaiting, now_db, pk))
             lease_rows.append((pk, run_id, attempt, req.worker_id, token, now_db, expires_db))
-            events.append(self._event_row(now, "step_claimed", severity="debug", run_id=run_id, step_id=step_id,
+            events.append(self._event_row(now, EventKind.STEP_CLAIMED, severity=Severity.DEBUG, run_id=run_id, step_id=step_id,
                                           queue=queue, worker_id=req.worker_id, payload={"attempt": attempt}))
             lease = LeaseInfo(token=token, worker_id=req.worker_id, attempt=attempt, claimed_at=now, expires_at=expires)
             try:
@@ -295,25 +315,11 @@ class ClaimStore:
                 error = ErrorInfo(code="invalid_step", retryable=False,
                                   message=f"the stored step cannot be read: {type(exc).__name__}: {exc}")
                 unreadable.append(Outcome(step=step, next_state=StepState.FAILED, error=error, started_at=now,
-                                          finished_at=now, lease_outcome="failed"))
-        cursor.executemany(
-            "UPDATE workflow_step SET state = 'running', attempt = attempt + 1, lease_token = %s, lease_owner = %s,"
-            " lease_expires_at = %s, started_at = COALESCE(started_at, %s), awaiting_thread_since = %s,"
-            " updated_at = %s"
-            " WHERE id = %s",
-            step_updates,
-        )
-        cursor.executemany(
-            "INSERT INTO workflow_lease (step_id, run_id, attempt, worker_id, token, claimed_at, expires_at, outcome,"
-            " error_code, error_message, log) VALUES (%s, %s, %s, %s, %s, %s, %s, '', '', '', '')",
-            lease_rows,
-        )
+                                          finished_at=now, lease_outcome=LeaseOutcome.FAILED))
+        cursor.executemany(_LEASE_STEPS_SQL, step_updates)
+        cursor.executemany(_INSERT_LEASES_SQL, lease_rows)
         self._insert_events(cursor, events)
         run_ids = sorted({c.run_id for c in claimed})
         for chunk in _chunks(run_ids):
-            cursor.execute(
-                f"UPDATE workflow_run SET state = 'running', started_at = %s, updated_at = %s"
-                f" WHERE id IN ({_marks(len(chunk))}) AND state = 'pending'",
-                [now_db, now_db, *chunk],
-            )
+            cursor.execute(_START_RUNS_SQL.format(runs=_marks(len(chunk))), [now_db, now_db, *chunk])
         return tuple(claimed), unreadable

@@ -10,6 +10,14 @@ from typing import Any
 
 from ..engine.builder import validate_graph
 from ..engine.errors import InvalidGraph
+from ..engine.rules import (
+    EventKind,
+    LeaseOutcome,
+    Severity,
+    outcome_report,
+    run_finished_event,
+    run_state_from_steps,
+)
 from ..engine.store import ClaimResult
 from ..engine.values import (
     TERMINAL_STEP_STATES,
@@ -26,6 +34,55 @@ from .rows import (
     _dumps,
     _marks,
 )
+
+_LOCK_LIVE_STEPS_SQL = (
+    f"SELECT id, lease_token, lease_expires_at FROM workflow_step WHERE id IN ({{pks}})"
+    f" AND state = '{StepState.RUNNING}' ORDER BY id"
+)
+_FINISH_STEPS_SQL = (
+    "UPDATE workflow_step SET state = %s, result = %s, error = %s, available_at = %s, finished_at = %s,"
+    " updated_at = %s, lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE id = %s"
+)
+_RELEASE_LEASES_SQL = (
+    "UPDATE workflow_lease SET released_at = %s, outcome = %s, error_code = %s, error_message = %s,"
+    " log = %s, started_at = %s WHERE token = %s"
+)
+_DISCARD_LEASE_SQL = (
+    "UPDATE workflow_lease SET log = %s, released_at = COALESCE(released_at, %s),"
+    f" outcome = CASE WHEN outcome = '' THEN '{LeaseOutcome.DISCARDED}' ELSE outcome END WHERE token = %s"
+)
+_LEASE_OUTCOMES_SQL = "SELECT token, outcome FROM workflow_lease WHERE token IN ({tokens})"
+_RUN_STEPS_BY_ID_SQL = "SELECT id, step_id, state, dedup_key FROM workflow_step WHERE run_id = %s AND step_id IN ({ids})"
+_RUN_STEPS_BY_DEDUP_SQL = (
+    "SELECT id, step_id, state, dedup_key FROM workflow_step WHERE run_id = %s AND dedup_key IN ({keys})"
+)
+_UPSERT_RECORDS_SQL = (
+    'INSERT INTO workflow_record (collection, "key", data, run_id, step_id, updated_at)'
+    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (collection, \"key\") DO UPDATE SET data = excluded.data,"
+    " run_id = excluded.run_id, step_id = excluded.step_id, updated_at = excluded.updated_at"
+)
+_INSERT_ARTIFACTS_SQL = (
+    "INSERT INTO workflow_artifact (id, run_id, step_id, name, kind, content_type, size, sha256, body,"
+    " storage_key, metadata, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_SATISFY_EDGES_SQL = (
+    "UPDATE workflow_dependency SET satisfied = %s WHERE satisfied = %s{only_optional}"
+    " AND depends_on_id IN ({pks}) RETURNING step_id"
+)
+_COUNT_DOWN_DEPS_SQL = "UPDATE workflow_step SET pending_deps = pending_deps - %s WHERE id = %s"
+_MAKE_READY_SQL = (
+    f"UPDATE workflow_step SET state = '{StepState.READY}', available_at = %s, updated_at = %s"
+    f" WHERE id IN ({{pks}}) AND state = '{StepState.PENDING}' AND pending_deps = 0"
+)
+_RUN_STATE_SQL = "SELECT state FROM workflow_run WHERE id = %s"
+_RUN_HOLDS_SQL = (
+    "SELECT"
+    f" EXISTS(SELECT 1 FROM workflow_step WHERE run_id = %s AND state = '{StepState.READY}'),"
+    f" EXISTS(SELECT 1 FROM workflow_step WHERE run_id = %s AND state = '{StepState.RUNNING}'),"
+    f" EXISTS(SELECT 1 FROM workflow_step WHERE run_id = %s AND state = '{StepState.PENDING}'),"
+    f" EXISTS(SELECT 1 FROM workflow_step WHERE run_id = %s AND state = '{StepState.FAILED}')"
+)
+_SET_RUN_STATE_SQL = "UPDATE workflow_run SET state = %s, finished_at = %s, updated_at = %s WHERE id = %s"
 
 
 def dedup_waves(outcomes: Sequence[Outcome]) -> list[list[Outcome]]:
@@ -86,11 +143,7 @@ class CommitStore:
         live: set[tuple[int, str]] = set()
         pks = sorted({o.step.pk for o in outcomes})
         for chunk in _chunks(pks):
-            cursor.execute(
-                f"SELECT id, lease_token, lease_expires_at FROM workflow_step WHERE id IN ({_marks(len(chunk))})"
-                " AND state = 'running' ORDER BY id" + self._lock_suffix(),
-                list(chunk),
-            )
+            cursor.execute(_LOCK_LIVE_STEPS_SQL.format(pks=_marks(len(chunk))) + self._lock_suffix(), list(chunk))
             for pk, token, expires in cursor.fetchall():
                 expired = (self._parse_dt(expires) or now) < now
                 live.add((pk, token, expired))  # type: ignore[arg-type]
@@ -98,7 +151,7 @@ class CommitStore:
         fenced: list[Outcome] = []
         for outcome in outcomes:
             key = (outcome.step.pk, outcome.step.lease.token)
-            reclaim = outcome.lease_outcome == "expired"
+            reclaim = outcome.lease_outcome == LeaseOutcome.EXPIRED
             if (*key, False) in live or (reclaim and (*key, True) in live):
                 valid.append(outcome)
             else:
@@ -128,33 +181,21 @@ class CommitStore:
             else:
                 failed += 1
         if step_updates:
-            cursor.executemany(
-                "UPDATE workflow_step SET state = %s, result = %s, error = %s, available_at = %s, finished_at = %s,"
-                " updated_at = %s, lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL WHERE id = %s",
-                step_updates,
-            )
-            cursor.executemany(
-                "UPDATE workflow_lease SET released_at = %s, outcome = %s, error_code = %s, error_message = %s,"
-                " log = %s, started_at = %s WHERE token = %s",
-                lease_updates,
-            )
+            cursor.executemany(_FINISH_STEPS_SQL, step_updates)
+            cursor.executemany(_RELEASE_LEASES_SQL, lease_updates)
         already = self._already_committed(cursor, fenced)
         for o in fenced:
-            if o.lease_outcome == "expired" or o.step.lease.token in already:
+            if o.lease_outcome == LeaseOutcome.EXPIRED or o.step.lease.token in already:
                 # The worker committed first (a reclaim lost the race), or this very commit went
                 # through before the connection dropped and is being retried: nothing to reject.
                 continue
             events.append(self._event_row(
-                now, "commit_rejected", severity="warning", run_id=o.step.run_id, step_id=o.step.step_id,
+                now, EventKind.COMMIT_REJECTED, severity=Severity.WARNING, run_id=o.step.run_id, step_id=o.step.step_id,
                 queue=o.step.queue, worker_id=o.step.lease.worker_id,
                 message="late commit discarded: the lease had expired, was revoked, or the run was canceled",
                 payload={"attempt": o.step.attempt, "token": o.step.lease.token, "would_be": str(o.next_state)},
             ))
-            cursor.execute(
-                "UPDATE workflow_lease SET log = %s, released_at = COALESCE(released_at, %s),"
-                " outcome = CASE WHEN outcome = '' THEN 'discarded' ELSE outcome END WHERE token = %s",
-                [o.log, now_db, o.step.lease.token],
-            )
+            cursor.execute(_DISCARD_LEASE_SQL, [o.log, now_db, o.step.lease.token])
         made_ready = 0
         for o in valid:
             if o.next_state == StepState.SUCCEEDED:
@@ -164,7 +205,8 @@ class CommitStore:
         if made_ready or any(o.step.queue in self._capped_queues for o in valid):
             self._notify(cursor)  # steps became ready, or a capped queue has a free slot
         rejected = frozenset(
-            o.step.lease.token for o in fenced if o.lease_outcome != "expired" and o.step.lease.token not in already
+            o.step.lease.token for o in fenced
+            if o.lease_outcome != LeaseOutcome.EXPIRED and o.step.lease.token not in already
         )
         report = CommitReport(
             committed=len(valid),
@@ -177,11 +219,11 @@ class CommitStore:
     @staticmethod
     def _already_committed(cursor: Any, fenced: Sequence[Outcome]) -> set[str]:
         """Tokens whose lease row already records this very outcome (a retried, applied commit)."""
-        wanted = {o.step.lease.token: o.lease_outcome for o in fenced if o.lease_outcome != "expired"}
+        wanted = {o.step.lease.token: o.lease_outcome for o in fenced if o.lease_outcome != LeaseOutcome.EXPIRED}
         found: set[str] = set()
         tokens = sorted(wanted)
         for chunk in _chunks(tokens):
-            cursor.execute(f"SELECT token, outcome FROM workflow_lease WHERE token IN ({_marks(len(chunk))})", list(chunk))
+            cursor.execute(_LEASE_OUTCOMES_SQL.format(tokens=_marks(len(chunk))), list(chunk))
             found.update(token for token, outcome in cursor.fetchall() if outcome and outcome == wanted[token])
         return found
 
@@ -193,18 +235,14 @@ class CommitStore:
         if o.error:
             payload.update(code=o.error.code, message=o.error.message[:2000], retryable=o.error.retryable)
         if o.next_state == StepState.SUCCEEDED:
-            kind, severity, message = "step_succeeded", "info", "step succeeded"
             if o.children:
                 payload["emitted"] = len(o.children)
         elif o.next_state == StepState.READY:
             payload["next_attempt_at"] = o.available_at.isoformat() if o.available_at else None
-            kind = "lease_expired" if o.lease_outcome == "expired" else "step_retrying"
-            severity, message = "warning", f"attempt {step.attempt} failed with {o.error.code if o.error else '?'}; will retry"
-        else:
-            kind = "lease_expired" if o.lease_outcome == "expired" else "step_failed"
-            severity, message = "error", f"step failed with {o.error.code if o.error else '?'}"
-        return self._event_row(now, kind, severity=severity, run_id=step.run_id, step_id=step.step_id,
-                               queue=step.queue, worker_id=step.lease.worker_id, message=message, payload=payload)
+        report = outcome_report(next_state=o.next_state, lease_outcome=o.lease_outcome, attempt=step.attempt,
+                                error_code=o.error.code if o.error else None)
+        return self._event_row(now, report.kind, severity=report.severity, run_id=step.run_id, step_id=step.step_id,
+                               queue=step.queue, worker_id=step.lease.worker_id, message=report.message, payload=payload)
 
     def _with_children_checked(self, cursor: Any, o: Outcome, resolved: dict[str, Any]) -> Outcome:
         """Check emitted children against the run; a bad graph fails the step, never the worker."""
@@ -215,7 +253,7 @@ class CommitStore:
         except InvalidGraph as exc:
             error = ErrorInfo(code="invalid_graph", message=str(exc), retryable=False)
             return Outcome(step=o.step, next_state=StepState.FAILED, error=error, log=o.log, started_at=o.started_at,
-                           finished_at=o.finished_at, lease_outcome="failed")
+                           finished_at=o.finished_at, lease_outcome=LeaseOutcome.FAILED)
         return o
 
     def _resolve_children(self, cursor: Any, o: Outcome) -> tuple[list[StepSpec], dict[str, tuple[int, str]]]:
@@ -227,22 +265,16 @@ class CommitStore:
         by_dedup: dict[str, str] = {}
         names = sorted(wanted)
         for chunk in _chunks(names):
-            cursor.execute(
-                f"SELECT id, step_id, state, dedup_key FROM workflow_step WHERE run_id = %s AND step_id IN"
-                f" ({_marks(len(chunk))})" + self._lock_suffix("SHARE"),
-                [run_id, *chunk],
-            )
+            cursor.execute(_RUN_STEPS_BY_ID_SQL.format(ids=_marks(len(chunk))) + self._lock_suffix("SHARE"),
+                           [run_id, *chunk])
             for pk, sid, state, dedup in cursor.fetchall():
                 existing[sid] = (pk, state)
                 if dedup:
                     by_dedup[dedup] = sid
         keys = sorted(dedup_keys - set(by_dedup))
         for chunk in _chunks(keys):
-            cursor.execute(
-                f"SELECT id, step_id, state, dedup_key FROM workflow_step WHERE run_id = %s AND dedup_key IN"
-                f" ({_marks(len(chunk))})" + self._lock_suffix("SHARE"),
-                [run_id, *chunk],
-            )
+            cursor.execute(_RUN_STEPS_BY_DEDUP_SQL.format(keys=_marks(len(chunk))) + self._lock_suffix("SHARE"),
+                           [run_id, *chunk])
             for pk, sid, state, dedup in cursor.fetchall():
                 existing[sid] = (pk, state)
                 by_dedup[dedup] = sid
@@ -279,15 +311,12 @@ class CommitStore:
                 made_ready = self._insert_steps(cursor, o.step.run_id, fresh, existing=existing, now=now)
         if o.records:
             cursor.executemany(
-                'INSERT INTO workflow_record (collection, "key", data, run_id, step_id, updated_at)'
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (collection, \"key\") DO UPDATE SET data = excluded.data,"
-                " run_id = excluded.run_id, step_id = excluded.step_id, updated_at = excluded.updated_at",
+                _UPSERT_RECORDS_SQL,
                 [(r.collection, r.key, _dumps(r.data), o.step.run_id, o.step.step_id, now_db) for r in o.records],
             )
         if o.artifacts:
             cursor.executemany(
-                "INSERT INTO workflow_artifact (id, run_id, step_id, name, kind, content_type, size, sha256, body,"
-                " storage_key, metadata, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                _INSERT_ARTIFACTS_SQL,
                 [(a.id, o.step.run_id, o.step.pk, a.name, a.kind, a.content_type, a.size, a.sha256, a.body,
                   a.storage_key, _dumps(dict(a.metadata)), now_db) for a in o.artifacts],
             )
@@ -301,27 +330,19 @@ class CommitStore:
         for pks, only_optional in ((succeeded, False), (ended, True)):
             for chunk in _chunks(pks):
                 cursor.execute(
-                    "UPDATE workflow_dependency SET satisfied = %s WHERE satisfied = %s"
-                    + (" AND required = %s" if only_optional else "")
-                    + f" AND depends_on_id IN ({_marks(len(chunk))}) RETURNING step_id",
+                    _SATISFY_EDGES_SQL.format(only_optional=" AND required = %s" if only_optional else "",
+                                              pks=_marks(len(chunk))),
                     [True, False, *([False] if only_optional else []), *chunk],
                 )
                 counts.update(r[0] for r in cursor.fetchall())
         if not counts:
             return 0
         dependents = sorted(counts)  # a fixed lock order: concurrent commits cannot deadlock here
-        cursor.executemany(
-            "UPDATE workflow_step SET pending_deps = pending_deps - %s WHERE id = %s",
-            [(counts[pk], pk) for pk in dependents],
-        )
+        cursor.executemany(_COUNT_DOWN_DEPS_SQL, [(counts[pk], pk) for pk in dependents])
         made_ready = 0
         now_db = self._dt(now)
         for chunk in _chunks(dependents):
-            cursor.execute(
-                "UPDATE workflow_step SET state = 'ready', available_at = %s, updated_at = %s"
-                f" WHERE id IN ({_marks(len(chunk))}) AND state = 'pending' AND pending_deps = 0",
-                [now_db, now_db, *chunk],
-            )
+            cursor.execute(_MAKE_READY_SQL.format(pks=_marks(len(chunk))), [now_db, now_db, *chunk])
             made_ready += cursor.rowcount
         return made_ready
 
@@ -335,37 +356,20 @@ class CommitStore:
         now_db = self._dt(now)
         events = []
         for run_id in run_ids:
-            cursor.execute("SELECT state FROM workflow_run WHERE id = %s" + self._lock_suffix(), [run_id])
+            cursor.execute(_RUN_STATE_SQL + self._lock_suffix(), [run_id])
             row = cursor.fetchone()
             if row is None or row[0] == RunState.CANCELED:
                 continue
-            cursor.execute(
-                "SELECT"
-                " EXISTS(SELECT 1 FROM workflow_step WHERE run_id = %s AND state = 'ready'),"
-                " EXISTS(SELECT 1 FROM workflow_step WHERE run_id = %s AND state = 'running'),"
-                " EXISTS(SELECT 1 FROM workflow_step WHERE run_id = %s AND state = 'pending'),"
-                " EXISTS(SELECT 1 FROM workflow_step WHERE run_id = %s AND state = 'failed')",
-                [run_id] * 4,
-            )
+            cursor.execute(_RUN_HOLDS_SQL, [run_id] * 4)
             ready, running, pending, failed = (bool(v) for v in cursor.fetchone())
-            if ready or running:
-                state = RunState.RUNNING
-            elif failed or pending:
-                state = RunState.FAILED  # blocked: nothing can move until an operator retries
-            else:
-                state = RunState.SUCCEEDED
+            state = run_state_from_steps(ready=ready, running=running, pending=pending, failed=failed)
             if state == row[0]:
                 continue
             terminal = state.is_terminal
-            cursor.execute(
-                "UPDATE workflow_run SET state = %s, finished_at = %s, updated_at = %s WHERE id = %s",
-                [str(state), now_db if terminal else None, now_db, run_id],
-            )
+            cursor.execute(_SET_RUN_STATE_SQL, [str(state), now_db if terminal else None, now_db, run_id])
             if terminal:
                 finished.append(run_id)
-                events.append(self._event_row(
-                    now, f"run_{state}", severity="error" if state == RunState.FAILED else "info", run_id=run_id,
-                    message=f"run {state}",
-                ))
+                kind, severity = run_finished_event(state)
+                events.append(self._event_row(now, kind, severity=severity, run_id=run_id, message=f"run {state}"))
         self._insert_events(cursor, events)
         return finished

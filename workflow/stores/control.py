@@ -11,6 +11,7 @@ from django.db import (
 )
 
 from ..engine.errors import InvalidState, NotFound
+from ..engine.rules import EventKind, LeaseOutcome, Severity
 from ..engine.store import WorkerInfo
 from ..engine.values import (
     QueueConfig,
@@ -21,6 +22,23 @@ from ..models import Queue, Run, Step, Worker
 from .rows import (
     log,
 )
+
+_STRANDED_QUEUES_SQL = (
+    f"SELECT DISTINCT queue FROM workflow_step WHERE state = '{StepState.READY}'"
+    " AND queue NOT IN (SELECT name FROM workflow_queue)"
+)
+_QUEUE_ROWS_SQL = "SELECT name, max_workers, rate, per_seconds, burst, paused, tokens, refilled_at FROM workflow_queue"
+_RUN_STATE_SQL = "SELECT state FROM workflow_run WHERE id = %s"
+_CANCEL_STEPS_SQL = (
+    f"UPDATE workflow_step SET state = '{StepState.CANCELED}', lease_token = NULL, lease_owner = NULL,"
+    " lease_expires_at = NULL, finished_at = %s, updated_at = %s"
+    f" WHERE run_id = %s AND state IN ('{StepState.PENDING}', '{StepState.READY}', '{StepState.RUNNING}')"
+)
+_CANCEL_LEASES_SQL = (
+    f"UPDATE workflow_lease SET released_at = %s, outcome = '{LeaseOutcome.CANCELED}'"
+    " WHERE run_id = %s AND released_at IS NULL"
+)
+_CANCEL_RUN_SQL = f"UPDATE workflow_run SET state = '{RunState.CANCELED}', finished_at = %s, updated_at = %s WHERE id = %s"
 
 
 class ControlStore:
@@ -58,7 +76,7 @@ class ControlStore:
                 self._remember_queues({name})
                 if actor:
                     self._insert_events(cursor, [self._event_row(
-                        now, "queue_configured", queue=name, actor=actor,
+                        now, EventKind.QUEUE_CONFIGURED, queue=name, actor=actor,
                         message=f"queue {name} set to max_workers={config.max_workers}, rate={row.rate}/{row.per_seconds}s"
                                 f" burst={row.burst} by {actor}",
                     )])
@@ -72,7 +90,8 @@ class ControlStore:
             if not paused:
                 self._notify(cursor)
             self._insert_events(cursor, [self._event_row(
-                now, f"queue_{verb}", severity="warning" if paused else "info", queue=name, actor=actor,
+                now, EventKind.QUEUE_PAUSED if paused else EventKind.QUEUE_RESUMED,
+                severity=Severity.WARNING if paused else Severity.INFO, queue=name, actor=actor,
                 message=f"queue {name} {verb}" + (f" by {actor}" if actor else ""),
             )])
 
@@ -84,10 +103,7 @@ class ControlStore:
         the queue table, and would otherwise never look at them. One pass over the ready-only index.
         """
         with self._transaction() as cursor:
-            cursor.execute(
-                "SELECT DISTINCT queue FROM workflow_step WHERE state = 'ready'"
-                " AND queue NOT IN (SELECT name FROM workflow_queue)"
-            )
+            cursor.execute(_STRANDED_QUEUES_SQL)
             missing = sorted(r[0] for r in cursor.fetchall())
             if missing:
                 Queue.objects.using(self.using).bulk_create(
@@ -97,7 +113,7 @@ class ControlStore:
         return missing
 
     def _queue_rows(self, cursor: Any) -> dict[str, tuple[Any, ...]]:
-        cursor.execute("SELECT name, max_workers, rate, per_seconds, burst, paused, tokens, refilled_at FROM workflow_queue")
+        cursor.execute(_QUEUE_ROWS_SQL)
         rows = {r[0]: r for r in cursor.fetchall()}
         new = set(rows) - self._known_queues
         if new:
@@ -133,7 +149,7 @@ class ControlStore:
                 )
             self._notify(cursor)
             self._insert_events(cursor, [self._event_row(
-                now, "step_retried", severity="info", run_id=run_id, step_id=step_id, queue=step.queue, actor=actor,
+                now, EventKind.STEP_RETRIED, severity=Severity.INFO, run_id=run_id, step_id=step_id, queue=step.queue, actor=actor,
                 message=f"retried by {actor}" if actor else "retried",
                 payload={"previous_error": step.error_code, "next_attempt": step.attempt + 1,
                          "max_attempts": step.attempt + budget},
@@ -141,30 +157,19 @@ class ControlStore:
 
     def cancel_run(self, run_id: str, *, actor: str, now: datetime) -> int:
         with self._transaction() as cursor:
-            cursor.execute("SELECT state FROM workflow_run WHERE id = %s" + self._lock_suffix(), [run_id])
+            cursor.execute(_RUN_STATE_SQL + self._lock_suffix(), [run_id])
             row = cursor.fetchone()
             if row is None:
                 raise NotFound(f"run {run_id!r} does not exist")
             if RunState(row[0]).is_terminal:
                 raise InvalidState(f"run {run_id!r} is already {row[0]}; only an active run can be canceled")
             now_db = self._dt(now)
-            cursor.execute(
-                "UPDATE workflow_step SET state = 'canceled', lease_token = NULL, lease_owner = NULL,"
-                " lease_expires_at = NULL, finished_at = %s, updated_at = %s"
-                " WHERE run_id = %s AND state IN ('pending', 'ready', 'running')",
-                [now_db, now_db, run_id],
-            )
+            cursor.execute(_CANCEL_STEPS_SQL, [now_db, now_db, run_id])
             canceled = cursor.rowcount
-            cursor.execute(
-                "UPDATE workflow_lease SET released_at = %s, outcome = 'canceled' WHERE run_id = %s AND released_at IS NULL",
-                [now_db, run_id],
-            )
-            cursor.execute(
-                "UPDATE workflow_run SET state = 'canceled', finished_at = %s, updated_at = %s WHERE id = %s",
-                [now_db, now_db, run_id],
-            )
+            cursor.execute(_CANCEL_LEASES_SQL, [now_db, run_id])
+            cursor.execute(_CANCEL_RUN_SQL, [now_db, now_db, run_id])
             self._insert_events(cursor, [self._event_row(
-                now, "run_canceled", severity="warning", run_id=run_id, actor=actor,
+                now, EventKind.RUN_CANCELED, severity=Severity.WARNING, run_id=run_id, actor=actor,
                 message=(f"canceled by {actor}" if actor else "canceled") + f"; {canceled} steps canceled",
                 payload={"steps_canceled": canceled},
             )])
@@ -180,7 +185,7 @@ class ControlStore:
                 "seen_at": now, "stopped_at": None,
             },
         )
-        self.record_event("worker_started", worker_id=info.worker_id, now=now,
+        self.record_event(EventKind.WORKER_STARTED, worker_id=info.worker_id, now=now,
                           message=f"worker started on {info.host} (pid {info.pid})")
 
     def worker_seen(self, worker_id: str, running: int, now: datetime) -> None:
@@ -188,4 +193,4 @@ class ControlStore:
 
     def worker_stopped(self, worker_id: str, now: datetime) -> None:
         Worker.objects.using(self.using).filter(pk=worker_id).update(seen_at=now, running=0, stopped_at=now)
-        self.record_event("worker_stopped", worker_id=worker_id, now=now, message="worker stopped")
+        self.record_event(EventKind.WORKER_STOPPED, worker_id=worker_id, now=now, message="worker stopped")

@@ -22,6 +22,8 @@ from ..engine.errors import ConfigurationError, InvalidInput
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TABLE = re.compile(r"[A-Za-z0-9_]{1,64}")
+_WAL_SQL = "PRAGMA journal_mode=WAL"
+_SYNCHRONOUS_SQL = "PRAGMA synchronous=NORMAL"
 Params = Sequence[Any] | Mapping[str, Any]
 
 
@@ -55,8 +57,8 @@ class SQLiteProjection:
             # check_same_thread=False only so close() can close every thread's connection;
             # each connection is still used by the thread that opened it.
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_WAL_SQL)
+            conn.execute(_SYNCHRONOUS_SQL)
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
             with self._lock:

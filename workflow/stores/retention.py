@@ -191,16 +191,21 @@ def prune_runs(
     )
 
 
+# Table names are quoted per connection; states are bound as parameters (``FINISHED_STATES``).
+_STORAGE_KEYS_SQL = "SELECT storage_key FROM {table} WHERE run_id IN ({ids}) AND storage_key IS NOT NULL"
+_CANDIDATES_SQL = "SELECT id, finished_at FROM {table}{hint} WHERE {where} ORDER BY finished_at LIMIT %s"
+_COUNT_OWNED_SQL = "SELECT COUNT(*) FROM {table} WHERE {column} IN ({subquery})"
+_COUNT_BLOBS_SQL = "SELECT COUNT(*) FROM {table} WHERE storage_key IS NOT NULL AND run_id IN ({subquery})"
+_LOCK_FINISHED_SQL = "SELECT id FROM {table} WHERE id IN ({ids}) AND state IN ({states}) AND finished_at < %s{lock}"
+_DELETE_OWNED_SQL = "DELETE FROM {table} WHERE {column} IN ({ids})"
+
+
 def _table(connection: Any, model: Any) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
 def _storage_keys(cursor: Any, connection: Any, ids: list[str]) -> list[str]:
-    cursor.execute(
-        f"SELECT storage_key FROM {_table(connection, Artifact)}"
-        f" WHERE run_id IN ({_marks(len(ids))}) AND storage_key IS NOT NULL",
-        ids,
-    )
+    cursor.execute(_STORAGE_KEYS_SQL.format(table=_table(connection, Artifact), ids=_marks(len(ids))), ids)
     return [row[0] for row in cursor.fetchall()]
 
 
@@ -228,8 +233,7 @@ def _candidates(
         params.extend(skipped)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, finished_at FROM {_table(connection, Run)}{hint} WHERE {' AND '.join(where)}"
-            " ORDER BY finished_at LIMIT %s",
+            _CANDIDATES_SQL.format(table=_table(connection, Run), hint=hint, where=" AND ".join(where)),
             [*params, limit],
         )
         return [(row[0], row[1]) for row in cursor.fetchall()]
@@ -240,12 +244,9 @@ def _count_all(connection: Any, candidates: Any, tally: _Tally) -> None:
     sql, params = candidates.order_by().values("id").query.get_compiler(connection=connection).as_sql()
     with connection.cursor() as cursor:
         for name, model, column in OWNED_TABLES:
-            cursor.execute(f"SELECT COUNT(*) FROM {_table(connection, model)} WHERE {column} IN ({sql})", params)
+            cursor.execute(_COUNT_OWNED_SQL.format(table=_table(connection, model), column=column, subquery=sql), params)
             tally.add(name, cursor.fetchone()[0])
-        cursor.execute(
-            f"SELECT COUNT(*) FROM {_table(connection, Artifact)} WHERE storage_key IS NOT NULL AND run_id IN ({sql})",
-            params,
-        )
+        cursor.execute(_COUNT_BLOBS_SQL.format(table=_table(connection, Artifact), subquery=sql), params)
         tally.add("blobs", cursor.fetchone()[0])
 
 
@@ -255,8 +256,8 @@ def _delete_batch(connection: Any, ids: list[str], cutoff: datetime, tally: _Tal
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         # Re-check under the lock: a run retried since the candidate query is active again.
         cursor.execute(
-            f"SELECT id FROM {_table(connection, Run)} WHERE id IN ({_marks(len(ids))})"
-            f" AND state IN ({_marks(len(FINISHED_STATES))}) AND finished_at < %s{lock}",
+            _LOCK_FINISHED_SQL.format(table=_table(connection, Run), ids=_marks(len(ids)),
+                                      states=_marks(len(FINISHED_STATES)), lock=lock),
             [*ids, *FINISHED_STATES, connection.ops.adapt_datetimefield_value(cutoff)],
         )
         ids = [row[0] for row in cursor.fetchall()]
@@ -264,7 +265,8 @@ def _delete_batch(connection: Any, ids: list[str], cutoff: datetime, tally: _Tal
             return set(), []
         keys = _storage_keys(cursor, connection, ids)
         for name, model, column in OWNED_TABLES:
-            cursor.execute(f"DELETE FROM {_table(connection, model)} WHERE {column} IN ({_marks(len(ids))})", ids)
+            cursor.execute(_DELETE_OWNED_SQL.format(table=_table(connection, model), column=column, ids=_marks(len(ids))),
+                           ids)
             tally.add(name, cursor.rowcount)
     return set(ids), keys
 

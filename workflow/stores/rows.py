@@ -21,6 +21,7 @@ from django.db import (
 from django.utils.dateparse import parse_datetime
 
 from ..engine.errors import StoreConflict, StoreUnavailable
+from ..engine.rules import Severity
 from ..engine.values import (
     RetryPolicy,
 )
@@ -35,6 +36,7 @@ _EVENT_SQL = (
     "INSERT INTO workflow_event (created_at, kind, severity, run_id, step_id, queue, worker_id, actor, message, payload)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+_NOTIFY_SQL = "SELECT pg_notify(%s, '')"
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -151,7 +153,7 @@ class StoreFloor:
         now: datetime,
         kind: str,
         *,
-        severity: str = "info",
+        severity: str = Severity.INFO,
         run_id: str | None = None,
         step_id: str | None = None,
         queue: str = "",
@@ -163,7 +165,7 @@ class StoreFloor:
         return (self._dt(now), kind, severity, run_id, step_id, queue, worker_id, actor, message,
                 _dumps(dict(payload or {})))
 
-    def record_event(self, kind: str, *, severity: str = "info", message: str = "", **fields: Any) -> None:
+    def record_event(self, kind: str, *, severity: str = Severity.INFO, message: str = "", **fields: Any) -> None:
         from django.utils import timezone
 
         now = fields.pop("now", None) or timezone.now()
@@ -176,4 +178,4 @@ class StoreFloor:
     def _notify(self, cursor: Any) -> None:
         """Tell idle workers on other hosts that steps became ready (delivered at commit)."""
         if self.is_postgres:
-            cursor.execute("SELECT pg_notify(%s, '')", [self.CHANNEL])
+            cursor.execute(_NOTIFY_SQL, [self.CHANNEL])

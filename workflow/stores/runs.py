@@ -15,6 +15,7 @@ from django.db import (
 from django.db.models import Count
 
 from ..engine.errors import NotFound, RunConflict, StoreUnavailable
+from ..engine.rules import EventKind
 from ..engine.values import (
     ErrorInfo,
     NewRun,
@@ -30,6 +31,18 @@ from ..models import Record, Run, Step
 from .rows import (
     _chunks,
     _dumps,
+)
+
+_STEP_COLUMNS = (
+    "run_id, step_id, kind, queue, site, parent_step_id, dedup_key, input, metadata, retry, state,"
+    " max_attempts, pending_deps, priority, timeout_seconds, available_at, created_at, updated_at, attempt"
+)
+# One multi-row INSERT per chunk of steps: ``{rows}`` repeats ``_STEP_ROW_MARKS`` once per step.
+_INSERT_STEPS_SQL = f"INSERT INTO workflow_step ({_STEP_COLUMNS}) VALUES {{rows}} RETURNING id, step_id"
+_STEP_ROW_MARKS = "(" + ", ".join(["%s"] * 18) + ", 0)"
+_INSERT_EDGES_SQL = (
+    "INSERT INTO workflow_dependency (run_id, step_id, depends_on_id, required, satisfied)"
+    " VALUES (%s, %s, %s, %s, %s)"
 )
 
 
@@ -51,7 +64,7 @@ class RunsStore:
                     self._insert_steps(cursor, run.id, run.steps, existing={}, now=now)
                     self._notify(cursor)
                     self._insert_events(cursor, [self._event_row(
-                        now, "run_created", run_id=run.id, message=f"run created with {len(run.steps)} steps",
+                        now, EventKind.RUN_CREATED, run_id=run.id, message=f"run created with {len(run.steps)} steps",
                         payload={"package": run.package, "steps": len(run.steps)},
                     )])
         except IntegrityError as exc:
@@ -90,15 +103,9 @@ class RunsStore:
                 self._dt(s_.not_before) if s_.not_before else now_db, now_db, now_db,
             ))
         pks: dict[str, int] = {}
-        columns = (
-            "run_id, step_id, kind, queue, site, parent_step_id, dedup_key, input, metadata, retry, state,"
-            " max_attempts, pending_deps, priority, timeout_seconds, available_at, created_at, updated_at, attempt"
-        )
-        row_marks = "(" + ", ".join(["%s"] * 18) + ", 0)"
         for chunk in _chunks(rows):
             cursor.execute(
-                f"INSERT INTO workflow_step ({columns}) VALUES {', '.join([row_marks] * len(chunk))}"
-                " RETURNING id, step_id",
+                _INSERT_STEPS_SQL.format(rows=", ".join([_STEP_ROW_MARKS] * len(chunk))),
                 [value for row in chunk for value in row],
             )
             pks.update((sid, pk) for pk, sid in cursor.fetchall())
@@ -112,11 +119,7 @@ class RunsStore:
                     target_pk, satisfied = pks[dep.step_id], False
                 edges.append((run_id, pks[spec.id], target_pk, dep.required, satisfied))
         if edges:
-            cursor.executemany(
-                "INSERT INTO workflow_dependency (run_id, step_id, depends_on_id, required, satisfied)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                edges,
-            )
+            cursor.executemany(_INSERT_EDGES_SQL, edges)
         return sum(1 for s in states.values() if s == StepState.READY)
 
     def find_run(self, run_id: str) -> RunInfo | None:

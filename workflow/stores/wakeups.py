@@ -9,6 +9,10 @@ from .rows import (
     log,
 )
 
+_LISTEN_SQL = "LISTEN {channel}"
+_NO_AUTOCHECKPOINT_SQL = "PRAGMA wal_autocheckpoint=0"
+_CHECKPOINT_SQL = "PRAGMA wal_checkpoint(PASSIVE)"
+
 
 class WakeupsStore:
     """Side threads: LISTEN/NOTIFY wake-ups on PostgreSQL, WAL checkpoints on SQLite."""
@@ -33,7 +37,7 @@ class WakeupsStore:
             while not stopped.is_set():
                 try:
                     with psycopg.connect(**params, autocommit=True) as conn:
-                        conn.execute(f"LISTEN {self.CHANNEL}")
+                        conn.execute(_LISTEN_SQL.format(channel=self.CHANNEL))
                         delay = 0.1
                         wake()  # anything made ready while we were not listening
                         while not stopped.is_set():
@@ -59,7 +63,7 @@ class WakeupsStore:
         import sqlite3
 
         with self.connection.cursor() as cursor:
-            cursor.execute("PRAGMA wal_autocheckpoint=0")
+            cursor.execute(_NO_AUTOCHECKPOINT_SQL)
         path = self.connection.settings_dict["NAME"]
         stopped = threading.Event()
 
@@ -68,7 +72,7 @@ class WakeupsStore:
             try:
                 while not stopped.wait(interval):
                     try:
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        conn.execute(_CHECKPOINT_SQL)
                     except sqlite3.Error as exc:  # busy or locked: the next round catches up
                         log.debug("checkpoint skipped: %s", exc)
             finally:
