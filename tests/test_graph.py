@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from workflow.graph import (
+from workflow.read.graph import (
     EXPAND_PAGE,
     MAX_EXPANDED,
     SIBLING_LIMIT,

@@ -20,7 +20,7 @@ from . import operator
 from .engine.values import ACTIVE_RUN_STATES, StepState
 from .forms import EVENT_KINDS
 from .models import ApiToken, Artifact, Dependency, Event, Lease, Queue, Record, Run, Step, Worker
-from .queries import pretty_json
+from .read.browse import pretty_json
 
 
 def admin_link(obj: Any, text: Any = None) -> str:

@@ -23,8 +23,8 @@ from django.db import models
 from django.utils import timezone
 
 from .engine.values import RunState, StepState
-from .metrics import SINCE_CHOICES
 from .models import Event, Run, Step
+from .read.throughput import SINCE_CHOICES
 
 MAX_SEARCH_LENGTH = 255  # the widest column a search box is compared with
 MAX_CURSOR_LENGTH = 2000

@@ -203,9 +203,9 @@ class DatabaseCollector:
         yield took
 
     def _runs(self, now: datetime) -> list[Metric]:
-        from . import metrics
+        from .read import throughput
 
-        counts = metrics.recent_run_state_counts(since=FINISHED_WINDOW, now=now)
+        counts = throughput.recent_run_state_counts(since=FINISHED_WINDOW, now=now)
         runs = GaugeMetricFamily(f"{NAMESPACE}_runs", "Runs by state: pending and running exactly; succeeded, "
                                  "failed and canceled that finished in the last hour.", labels=["state"])
         for state, n in counts.items():
@@ -213,9 +213,9 @@ class DatabaseCollector:
         return [runs]
 
     def _steps(self, now: datetime) -> list[Metric]:
-        from . import metrics
+        from .read import throughput
 
-        counts = metrics.step_state_counts(since=FINISHED_WINDOW, now=now)
+        counts = throughput.step_state_counts(since=FINISHED_WINDOW, now=now)
         steps = GaugeMetricFamily(f"{NAMESPACE}_steps", "Steps by state: pending (of active runs), ready and running "
                                   "exactly; succeeded, failed and canceled that finished in the last hour.",
                                   labels=["state"])
@@ -224,7 +224,7 @@ class DatabaseCollector:
         return [steps]
 
     def _queues(self, now: datetime) -> list[Metric]:
-        from . import metrics
+        from .read import queues
 
         ready = GaugeMetricFamily(f"{NAMESPACE}_queue_ready", "Ready steps due now.", labels=["queue"])
         running = GaugeMetricFamily(f"{NAMESPACE}_queue_running", "Running steps.", labels=["queue"])
@@ -233,7 +233,7 @@ class DatabaseCollector:
         oldest = GaugeMetricFamily(f"{NAMESPACE}_queue_oldest_ready_age_seconds", "Age of the oldest due ready step "
                                    "(0 when none).", labels=["queue"])
         paused = GaugeMetricFamily(f"{NAMESPACE}_queue_paused", "1 if the queue is paused.", labels=["queue"])
-        for f in metrics.queue_figures(now=now):
+        for f in queues.queue_figures(now=now):
             name = _label(f.name)
             ready.add_metric([name], f.ready)
             running.add_metric([name], f.running)
@@ -244,9 +244,9 @@ class DatabaseCollector:
         return [ready, running, tokens, oldest, paused]
 
     def _leases(self, now: datetime) -> list[Metric]:
-        from . import metrics
+        from .read import engine_status
 
-        counts = metrics.lease_counts(now=now)
+        counts = engine_status.lease_counts(now=now)
         leases = GaugeMetricFamily(f"{NAMESPACE}_leases", "Leases of running steps: active, or expired (a worker died "
                                    "or stalled; reclaimed soon).", labels=["state"])
         leases.add_metric(["active"], counts.active)
@@ -254,9 +254,9 @@ class DatabaseCollector:
         return [leases]
 
     def _workers(self, now: datetime) -> list[Metric]:
-        from . import metrics
+        from .read import engine_status
 
-        seen = metrics.workers(now=now, seen_within=timedelta(hours=1), limit=1000, per_worker=0)
+        seen = engine_status.workers(now=now, seen_within=timedelta(hours=1), limit=1000, per_worker=0)
         workers = GaugeMetricFamily(f"{NAMESPACE}_workers", "Worker processes seen in the last hour: live (recent "
                                     "heartbeat) or gone (stopped or silent).", labels=["state"])
         live = sum(1 for w in seen if w.is_live)

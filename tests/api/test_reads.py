@@ -14,7 +14,7 @@ from tests.conftest import drain, run_graph
 from workflow.api import schemas
 from workflow.engine.values import RunState, StepState
 from workflow.models import Artifact, Event, Run
-from workflow.queries import encode_cursor
+from workflow.read.pages import encode_cursor
 
 
 def test_enums__match_the_engine_states() -> None:

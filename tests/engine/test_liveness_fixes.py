@@ -331,14 +331,14 @@ def test_long_steps__are_shared_by_two_workers_not_hoarded_by_the_first(make_run
 
 
 def test_prefetched_step__is_not_shown_running_until_it_starts(make_runtime, transactional_db):
-    from workflow import metrics
+    from workflow.read import queues
 
     rt = make_runtime(prefetch=2)
     run_graph(rt, [{"id": f"s{i}", "kind": "sleep", "input": {"seconds": 30}} for i in range(3)])
     workers = rt.start_workers(max_workers=1)
     try:
         wait_until(lambda: Step.objects.filter(state="running").count() == 3, 10, "three claims")
-        (figures,) = [f for f in metrics.queue_figures() if f.name == "default"]
+        (figures,) = [f for f in queues.queue_figures() if f.name == "default"]
         assert figures.running == 1  # one thread: one executing, two waiting in the worker
     finally:
         workers.abandon()

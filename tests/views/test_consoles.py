@@ -19,11 +19,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.views.conftest import EVIL
-from workflow import Package, Registry, StepContext, metrics
+from workflow import Package, Registry, StepContext
 from workflow.conf import reset_runtime
 from workflow.engine import registry as registry_module
 from workflow.engine.typed import InputError
 from workflow.models import Event, Lease, Queue, Run, Step, Worker
+from workflow.read import engine_status, queues, throughput
 
 _ids = count(1)
 
@@ -99,7 +100,7 @@ def test_throughput__buckets_count_finished_steps_and_claims_per_minute(transact
                    outcome="retried" if state == "failed" else "succeeded")
     make_step(run, state="canceled", finished_at=now - timedelta(seconds=5))
 
-    series = metrics.throughput(metrics.WINDOWS["15m"], now=now)[None]
+    series = throughput.throughput(throughput.WINDOWS["15m"], now=now)[None]
 
     assert len(series.buckets) == 15
     assert series.buckets[0].start == datetime(2026, 3, 1, 11, 46, tzinfo=UTC)
@@ -117,7 +118,7 @@ def test_throughput__per_queue_series_split_the_total(transactional_db: Any) -> 
         step = make_step(run, queue=queue, finished_at=now - timedelta(seconds=10))
         make_lease(step, claimed_at=now - timedelta(seconds=12))
 
-    series = metrics.throughput(metrics.WINDOWS["1h"], now=now, queues=["io", "cpu", "idle"])
+    series = throughput.throughput(throughput.WINDOWS["1h"], now=now, queues=["io", "cpu", "idle"])
 
     assert (series["io"].succeeded, series["io"].claimed) == (2, 2)
     assert series["cpu"].succeeded == 1
@@ -171,7 +172,7 @@ def test_overview__failures_grouped_by_code_for_hour_and_day(viewer_client: Clie
     make_step(run, state="failed", code="gateway_timeout", finished_at=now - timedelta(minutes=30))
     make_step(run, state="failed", code="ancient", finished_at=now - timedelta(days=2))
 
-    groups = {g.code: (g.last_hour, g.last_day, g.runs) for g in metrics.failure_groups()}
+    groups = {g.code: (g.last_hour, g.last_day, g.runs) for g in throughput.failure_groups()}
     html = viewer_client.get(reverse("consoles:overview")).content.decode()
 
     assert groups == {"boom": (2, 3, 1), "gateway_timeout": (1, 1, 1)}
@@ -189,7 +190,7 @@ def test_overview__leases_and_workers_with_what_they_run(viewer_client: Client) 
     make_worker("w-live", running=1)
     make_worker("w-old", seen_ago=3 * 3600)  # not seen in the last hour: not listed
 
-    leases = metrics.lease_counts()
+    leases = engine_status.lease_counts()
     html = viewer_client.get(reverse("consoles:overview")).content.decode()
 
     assert (leases.active, leases.expired) == (1, 1)
@@ -231,7 +232,7 @@ def test_queue_monitor__figures_and_token_level_computed_now(viewer_client: Clie
     make_step(run, queue="io", state="running")
     make_worker("w1")
 
-    (fig,) = [f for f in metrics.queue_figures(now=now) if f.name == "io"]
+    (fig,) = [f for f in queues.queue_figures(now=now) if f.name == "io"]
     card = _queue_card(viewer_client.get(reverse("consoles:queues")).content.decode(), "io")
 
     assert (fig.ready, fig.waiting_backoff, fig.running) == (2, 1, 1)
@@ -248,10 +249,10 @@ def test_queue_monitor__figures_and_token_level_computed_now(viewer_client: Clie
 def test_queue_monitor__bucket_refill_is_capped_at_burst(transactional_db: Any) -> None:
     now = timezone.now()
     row = make_queue("q", rate=10.0, per_seconds=1.0, burst=3, tokens=0.0, refilled_at=now - timedelta(hours=1))
-    assert metrics.bucket_level(row, now) == (3.0, None)
+    assert queues.bucket_level(row, now) == (3.0, None)
     row.refilled_at = now
     row.tokens = 0.25
-    level, wait = metrics.bucket_level(row, now)
+    level, wait = queues.bucket_level(row, now)
     assert level == pytest.approx(0.25) and wait == pytest.approx(0.075)
 
 
@@ -298,7 +299,7 @@ def test_queue_monitor__a_silent_or_other_queue_worker_does_not_count(transactio
     make_worker("w-old", seen_ago=600)  # last heartbeat 10 minutes ago
     make_worker("w-other", queues=["io"])
 
-    (fig,) = metrics.queue_figures(now=now)
+    (fig,) = queues.queue_figures(now=now)
 
     assert fig.live_workers == 0
     assert fig.reasons[0].startswith("No live worker serves queue 'q'")
@@ -571,12 +572,12 @@ def test_engine_status__database_migrations_counts_and_settings(viewer_client: C
 
 
 def test_row_counts__capped_then_estimated_from_max_id(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics, "COUNT_CAP", 3)
+    monkeypatch.setattr(engine_status, "COUNT_CAP", 3)
     for _ in range(5):
         make_event()
     make_run()
-    (events, runs) = metrics.row_counts([Event, Run])
-    assert events.exact is False and events.count > metrics.COUNT_CAP
+    (events, runs) = engine_status.row_counts([Event, Run])
+    assert events.exact is False and events.count > engine_status.COUNT_CAP
     if connection.vendor == "sqlite":
         assert events.count == Event.objects.order_by("-id").first().id
     assert (runs.count, runs.exact) == (1, True)
@@ -632,7 +633,7 @@ def test_consoles__query_count_does_not_grow_with_data(name: str, viewer_client:
 
 
 def test_overview__run_counts_are_capped_per_state(viewer_client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics, "RUN_COUNT_CAP", 2)
+    monkeypatch.setattr(throughput, "RUN_COUNT_CAP", 2)
     for _ in range(3):
         make_run(state="succeeded")
     make_run(state="failed")

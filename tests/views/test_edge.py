@@ -14,8 +14,10 @@ from django.utils import timezone
 from tests.conftest import drain, run_graph
 from tests.views.conftest import add_dashboard_kinds
 from tests.views.test_consoles import _field_error, site_registry  # noqa: F401  (fixture)
-from workflow import forms, queries
+from workflow import forms
 from workflow.models import Artifact, Event, Queue, Run, Step
+from workflow.read import pages, runs
+from workflow.read import runs as read_runs
 from workflow.urls import IdConverter
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -88,7 +90,7 @@ def test_cursors__htmx_fragment_gets_a_400_toast(operator_client: Client, report
 
 def test_cursors__made_by_a_page_round_trip(operator_client: Client, runtime: Any) -> None:
     ids = [run_graph(runtime, [{"id": "a", "kind": "noop"}]) for _ in range(3)]
-    page = queries.runs_page(queries.RunFilters(), limit=2)
+    page = runs.runs_page(runs.RunFilters(), limit=2)
     assert page.older is not None
     response = operator_client.get(reverse("workflow:runs"), {"after": page.older})
     assert response.status_code == 200
@@ -99,7 +101,7 @@ def test_cursors__made_by_a_page_round_trip(operator_client: Client, runtime: An
 def test_parse_cursor__checks_shape_and_types_without_a_request() -> None:
     from datetime import datetime
 
-    good = queries.encode_cursor(datetime(2024, 1, 2, 3, 4, 5), "run-1")
+    good = pages.encode_cursor(datetime(2024, 1, 2, 3, 4, 5), "run-1")
     assert forms.parse_cursor(good, (datetime, str))[1] == "run-1"
     assert forms.parse_cursor(None, (int,)) is None
     for bad in [*BAD_CURSORS, "WyJ4IiwgInkiXQ", b64([1]), b64(["x"])]:
@@ -311,7 +313,7 @@ def test_download__a_stored_crlf_content_type_is_sent_as_bytes(operator_client: 
 # -- 10. cost bounded ----------------------------------------------------------------------------
 def test_runs_search__bounded_scan_offers_to_search_older_runs(operator_client: Client, runtime: Any,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(queries, "RUN_SCAN_WINDOW", 3)
+    monkeypatch.setattr(read_runs, "RUN_SCAN_WINDOW", 3)
     old = run_graph(runtime, [{"id": "a", "kind": "noop"}], name="needle", metadata={"team": "red"})
     newer = [run_graph(runtime, [{"id": "a", "kind": "noop"}], name=f"hay {i}") for i in range(4)]
     for query in ({"q": "needle"}, {"meta": "team=red"}):
@@ -328,7 +330,7 @@ def test_runs_search__bounded_scan_offers_to_search_older_runs(operator_client: 
 def test_runs_state_filter__uses_an_index_in_list_order(runtime: Any) -> None:
     from django.db import connection
 
-    qs = queries.RunFilters(state="canceled").apply(Run.objects.all()).order_by("-created_at", "-id")[:51]
+    qs = runs.RunFilters(state="canceled").apply(Run.objects.all()).order_by("-created_at", "-id")[:51]
     sql, params = qs.query.sql_with_params()
     with connection.cursor() as cursor:
         if connection.vendor == "sqlite":

@@ -18,8 +18,8 @@ from django.urls import reverse
 from tests.conftest import drain, run_graph
 from tests.views.conftest import EVIL
 from workflow import conf
-from workflow.graph import EXPAND_PAGE, MAX_EXPANDED
 from workflow.models import Artifact, Run, Step
+from workflow.read.graph import EXPAND_PAGE, MAX_EXPANDED
 
 runs_views = importlib.import_module("workflow.views.runs")
 

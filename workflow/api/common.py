@@ -7,8 +7,8 @@ from typing import Any, TypeVar
 
 from ninja import Query, Router
 
-from .. import queries
 from ..forms import BadInput
+from ..read import pages
 from .errors import ApiError, ErrorOut
 
 T = TypeVar("T")
@@ -33,7 +33,7 @@ def paged(call: Callable[[], T], *, after: str | None, before: str | None, size:
         raise
 
 
-def page_body(page: queries.Page, items: list[Any]) -> dict[str, Any]:
+def page_body(page: pages.Page, items: list[Any]) -> dict[str, Any]:
     return {"items": items, "next": page.older, "previous": page.newer}
 
 

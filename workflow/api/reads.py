@@ -12,10 +12,11 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header
 from ninja import Query
 
-from .. import metrics, queries
 from ..engine import registry as registry_module
 from ..engine import typed
 from ..models import Artifact, Lease, Record, Run, Step
+from ..read import browse, pages, queues, runs, steps
+from ..read import engine_status as read_engine_status
 from ..views.consoles import OVERVIEW_PERMS, QUEUE_PERMS, EventFilters, _migrations
 from . import schemas as s
 from .auth import require
@@ -40,11 +41,11 @@ def _step_or_404(run_id: str, step_id: str) -> Step:
     return step
 
 
-def _progress(p: queries.Progress) -> dict[str, Any]:
+def _progress(p: runs.Progress) -> dict[str, Any]:
     return {"counts": p.counts, "total": p.total, "done": p.done, "percent": p.percent}
 
 
-def _run(run: Run, progress: queries.Progress, *, with_input: bool = False) -> dict[str, Any]:
+def _run(run: Run, progress: runs.Progress, *, with_input: bool = False) -> dict[str, Any]:
     out = {"id": run.id, "package": run.package, "name": run.name, "state": run.state, "metadata": run.metadata or {},
            "created_at": run.created_at, "updated_at": run.updated_at, "started_at": run.started_at,
            "finished_at": run.finished_at, "progress": _progress(progress)}
@@ -82,7 +83,7 @@ def list_runs(
     limit: int = Query(50, ge=1, le=MAX_PAGE), after: str | None = CURSOR, before: str | None = CURSOR,
 ) -> Any:
     require(request, "workflow.view_run")
-    filters = queries.RunFilters.from_params({
+    filters = runs.RunFilters.from_params({
         "package": package, "state": state or "", "q": q, "meta": meta,
         "created_after": created_after.isoformat() if created_after else "",
         "created_before": created_before.isoformat() if created_before else "",
@@ -91,9 +92,9 @@ def list_runs(
         filters.errors.append("Metadata filter must look like key=value, the key letters, digits, '.', '-' "
                               "and single '_'.")
     filter_errors(filters.errors)
-    page = paged(lambda: queries.runs_page(filters, limit=limit, after=after, before=before),
+    page = paged(lambda: runs.runs_page(filters, limit=limit, after=after, before=before),
                  after=after, before=before, size=2)
-    progress = queries.progress_for(r.id for r in page.rows)
+    progress = runs.progress_for(r.id for r in page.rows)
     return page_body(page, [_run(r, progress[r.id]) for r in page.rows])
 
 
@@ -103,7 +104,7 @@ def get_run(request: HttpRequest, run_id: str) -> Any:
     run = Run.objects.filter(pk=run_id).first()
     if run is None:
         raise ApiError(404, f"run {run_id!r} does not exist")
-    return _run(run, queries.progress_for([run.id])[run.id], with_input=True)
+    return _run(run, runs.progress_for([run.id])[run.id], with_input=True)
 
 
 @router.get("/runs/{wfid:run_id}/steps", tags=["read"], response={200: s.StepPage, **ERRORS}, summary="A run's steps")
@@ -114,7 +115,7 @@ def list_steps(
 ) -> Any:
     require(request, "workflow.view_run", "workflow.view_step")
     run = _run_or_404(run_id)
-    page = paged(lambda: queries.step_table(run, q=q, state=state or "", kind=kind, sort=sort, descending=descending,
+    page = paged(lambda: steps.step_table(run, q=q, state=state or "", kind=kind, sort=sort, descending=descending,
                                             limit=limit, after=after, before=before),
                  after=after, before=before, size=1 if sort == "id" else 2)
     return page_body(page, [_step(st) for st in page.rows])
@@ -125,7 +126,7 @@ def list_steps(
 def get_step(request: HttpRequest, run_id: str, step_id: str) -> Any:
     require(request, "workflow.view_run", "workflow.view_step")
     step = _step_or_404(run_id, step_id)
-    detail = queries.step_detail(step)
+    detail = steps.step_detail(step)
     return {
         **_step(step), "run_id": step.run_id, "input": step.input, "result": step.result, "error": _error(step.error),
         "metadata": step.metadata or {},
@@ -154,7 +155,7 @@ def list_results(
 ) -> Any:
     require(request, "workflow.view_run", "workflow.view_step")
     run = _run_or_404(run_id)
-    page = paged(lambda: queries.results_page(run, q=q, kind=kind, state=state or "", limit=limit, after=after,
+    page = paged(lambda: browse.results_page(run, q=q, kind=kind, state=state or "", limit=limit, after=after,
                                               before=before), after=after, before=before, size=1)
     payload = dict(((pk, (res, err)) for pk, res, err in
                     Step.objects.filter(pk__in=[st.pk for st in page.rows]).values_list("pk", "result", "error")))
@@ -177,7 +178,7 @@ def list_artifacts(
 ) -> Any:
     require(request, "workflow.view_run", "workflow.view_artifact")
     run = _run_or_404(run_id)
-    page = paged(lambda: queries.artifacts_page(run, q=q, step=step, kind=kind, content_type=content_type,
+    page = paged(lambda: browse.artifacts_page(run, q=q, step=step, kind=kind, content_type=content_type,
                                                 limit=limit, after=after, before=before),
                  after=after, before=before, size=2)
     return page_body(page, [_artifact(request, a) for a in page.rows])
@@ -229,8 +230,8 @@ def download_artifact(request: HttpRequest, artifact_id: str) -> Any:
     size = artifact.size or 0
     byte_range = _byte_range(request.headers["Range"], size) if request.headers.get("Range") else None
     try:
-        fh = queries.open_artifact(artifact)
-    except queries.BlobMissing as exc:
+        fh = browse.open_artifact(artifact)
+    except browse.BlobMissing as exc:
         raise ApiError(404, str(exc), code="blob_missing") from exc
     content_type = artifact.content_type or "application/octet-stream"
     response: HttpResponse | StreamingHttpResponse
@@ -268,7 +269,7 @@ def list_records(
     limit: int = Query(50, ge=1, le=MAX_PAGE), after: str | None = CURSOR, before: str | None = CURSOR,
 ) -> Any:
     require(request, "workflow.view_record")
-    page = paged(lambda: queries.records_page(collection=collection, q=q, run_id=run, limit=limit, after=after,
+    page = paged(lambda: browse.records_page(collection=collection, q=q, run_id=run, limit=limit, after=after,
                                               before=before), after=after, before=before, size=2)
     return page_body(page, page.rows)
 
@@ -280,7 +281,7 @@ def list_queues(request: HttpRequest) -> Any:
     return [{"name": f.name, "status": f.status, "paused": f.paused, "cap": f.cap, "running": f.running,
              "ready": f.ready, "waiting_backoff": f.waiting_backoff, "rate": f.rate, "per_seconds": f.per_seconds,
              "burst": f.burst, "tokens_now": f.tokens_now, "oldest_ready_age_seconds": f.oldest_age_seconds,
-             "live_workers": f.live_workers, "stall_reasons": f.reasons} for f in metrics.queue_figures()]
+             "live_workers": f.live_workers, "stall_reasons": f.reasons} for f in queues.queue_figures()]
 
 
 @router.get("/events", tags=["read"], response={200: s.EventPage, **ERRORS}, summary="Events, newest first (the events console's filters)")
@@ -298,7 +299,7 @@ def list_events(
     filter_errors(filters.errors)
     from ..models import Event
 
-    page = paged(lambda: queries.keyset_page(filters.apply(Event.objects.all()), fields=("id",), descending=True,
+    page = paged(lambda: pages.keyset_page(filters.apply(Event.objects.all()), fields=("id",), descending=True,
                                              limit=limit, after=after, before=before),
                  after=after, before=before, size=1)
     return page_body(page, page.rows)
@@ -333,9 +334,9 @@ def engine_status(request: HttpRequest) -> Any:
     now = timezone.now()
     using = workflow_settings().get("DATABASE", "default")
     migrations = _migrations(using)
-    leases = metrics.lease_counts(now=now)
-    workers = metrics.workers(now=now, seen_within=timedelta(days=1), limit=50)
-    counts = metrics.row_counts([Run, Step, Dependency, Lease, Event, Artifact, Record, Queue, Worker], using=using)
+    leases = read_engine_status.lease_counts(now=now)
+    workers = read_engine_status.workers(now=now, seen_within=timedelta(days=1), limit=50)
+    counts = read_engine_status.row_counts([Run, Step, Dependency, Lease, Event, Artifact, Record, Queue, Worker], using=using)
     return {
         "database_vendor": connections[using].vendor, "migrations_applied": migrations["total"],
         "latest_workflow_migration": (migrations["workflow"] or [""])[-1],

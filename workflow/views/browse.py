@@ -7,9 +7,9 @@ from typing import Any
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from .. import queries
 from ..engine.content_types import is_content_type
 from ..models import Artifact, Run, Step
+from ..read import browse, steps
 from .common import render_fragment, viewer
 
 PER_PAGE = 50
@@ -29,13 +29,13 @@ def results(request: HttpRequest, run_id: str) -> HttpResponse:
             "id", "run", "step_id", "kind", "state", "result", "error", "finished_at", "attempt"
         ).first()
     preview = {"selected": selected, "run": run,
-               "result_json": queries.pretty_json(selected.result) if selected and selected.result is not None else ""}
+               "result_json": browse.pretty_json(selected.result) if selected and selected.result is not None else ""}
     if request.htmx and request.htmx.target == "preview-pane":
         return render_fragment(request, "workflow/_result_preview.html", preview)
-    page = queries.results_page(run, q=p["q"], kind=p["kind"], state=p["state"], limit=PER_PAGE,
+    page = browse.results_page(run, q=p["q"], kind=p["kind"], state=p["state"], limit=PER_PAGE,
                                 after=request.GET.get("after"), before=request.GET.get("before"))
     return render(request, "workflow/results.html", {
-        **preview, "page": page, "params": p, "kinds": queries.step_kinds(run), "states": queries.STEP_STATES,
+        **preview, "page": page, "params": p, "kinds": steps.step_kinds(run), "states": steps.STEP_STATES,
     })
 
 
@@ -47,10 +47,10 @@ def artifacts(request: HttpRequest, run_id: str) -> HttpResponse:
     if p["sel"]:
         selected = Artifact.objects.filter(run=run, pk=p["sel"]).select_related("step").defer("body").first()
     preview: dict[str, Any] = {"selected": selected, "run": run,
-                               "preview": queries.preview_artifact(selected) if selected else None}
+                               "preview": browse.preview_artifact(selected) if selected else None}
     if request.htmx and request.htmx.target == "preview-pane":
         return render_fragment(request, "workflow/_artifact_preview.html", preview)
-    page = queries.artifacts_page(run, q=p["q"], step=p["step"], kind=p["kind"], content_type=p["type"],
+    page = browse.artifacts_page(run, q=p["q"], step=p["step"], kind=p["kind"], content_type=p["type"],
                                   limit=PER_PAGE, after=request.GET.get("after"), before=request.GET.get("before"))
     types = list(Artifact.objects.filter(run=run).order_by("content_type")
                  .values_list("content_type", flat=True).distinct()[:50])
@@ -64,8 +64,8 @@ def download_artifact(request: HttpRequest, artifact_id: str) -> HttpResponse:
     if artifact.is_inline:
         artifact = Artifact.objects.get(pk=artifact_id)
     try:
-        fh = queries.open_artifact(artifact)
-    except queries.BlobMissing as exc:
+        fh = browse.open_artifact(artifact)
+    except browse.BlobMissing as exc:
         raise Http404(str(exc)) from exc
     # A content type stored before writes were checked may not be a header value: send bytes.
     content_type = artifact.content_type if is_content_type(artifact.content_type) else "application/octet-stream"
@@ -81,8 +81,8 @@ def download_artifact(request: HttpRequest, artifact_id: str) -> HttpResponse:
 @viewer("workflow.view_record")
 def records(request: HttpRequest) -> HttpResponse:
     p = _params(request, "collection", "q", "run")
-    page = queries.records_page(collection=p["collection"], q=p["q"], run_id=p["run"], limit=PER_PAGE,
+    page = browse.records_page(collection=p["collection"], q=p["q"], run_id=p["run"], limit=PER_PAGE,
                                 after=request.GET.get("after"), before=request.GET.get("before"))
     return render(request, "workflow/records.html", {
-        "page": page, "params": p, "collections": queries.record_collections(),
+        "page": page, "params": p, "collections": browse.record_collections(),
     })

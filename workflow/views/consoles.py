@@ -21,9 +21,12 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import forms, metrics, operator, queries
-from ..engine.values import StepState
+from .. import forms, operator
+from ..engine.values import ACTIVE_RUN_STATES, TERMINAL_STEP_STATES, StepState
 from ..models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step, Worker
+from ..read import charts, engine_status, pages, throughput
+from ..read import queues as read_queues
+from ..read import steps as read_steps
 from .common import operator_action, render_fragment, viewer
 
 EVENTS_PER_PAGE = 100
@@ -43,23 +46,23 @@ def _no_store(response: HttpResponse) -> HttpResponse:
 # -- overview ------------------------------------------------------------------------------------
 def overview_context(request: HttpRequest) -> dict[str, Any]:
     now = timezone.now()
-    win = metrics.window(request.GET.get("window"))
-    series = metrics.throughput(win, now=now)[None]
-    run_counts = metrics.run_state_counts()
-    queues = metrics.queue_figures(now=now)
+    win = throughput.window(request.GET.get("window"))
+    series = throughput.throughput(win, now=now)[None]
+    run_counts = throughput.run_state_counts()
+    queues = read_queues.queue_figures(now=now)
     return {
         "now": now,
         "win": win,
-        "windows": metrics.WINDOWS.values(),
-        "chart": metrics.chart(series),
+        "windows": throughput.WINDOWS.values(),
+        "chart": charts.chart(series),
         "series": series,
         "run_counts": run_counts,
         "run_total": sum(n for n, _ in run_counts.values()),
         "run_total_capped": any(capped for _, capped in run_counts.values()),
-        "step_counts": metrics.step_state_counts(since=timedelta(hours=24), now=now),
-        "failures": metrics.failure_groups(now=now),
-        "leases": metrics.lease_counts(now=now),
-        "workers": metrics.workers(now=now, limit=20),
+        "step_counts": throughput.step_state_counts(since=timedelta(hours=24), now=now),
+        "failures": throughput.failure_groups(now=now),
+        "leases": engine_status.lease_counts(now=now),
+        "workers": engine_status.workers(now=now, limit=20),
         "queues": queues,
         "stalled": [q for q in queues if q.is_stalled],
     }
@@ -92,21 +95,21 @@ class StepFilters:
                 field_errors=parsed.errors)
         if f.code and not f.state:
             f.state = StepState.FAILED
-        terminal = f.state in metrics.TERMINAL_STEP_STATES or not f.state
-        if f.since not in metrics.SINCE_CHOICES:
+        terminal = f.state in TERMINAL_STEP_STATES or not f.state
+        if f.since not in throughput.SINCE_CHOICES:
             # Finished history is only read through a time window: it can hold millions of rows.
             f.since = "24h" if terminal else ""
         return f
 
     @property
     def is_terminal(self) -> bool:
-        return self.state in metrics.TERMINAL_STEP_STATES or not self.state
+        return self.state in TERMINAL_STEP_STATES or not self.state
 
     def apply(self, qs: Any, now: datetime) -> Any:
         if self.state:
             qs = qs.filter(state=self.state)
         if self.state == StepState.PENDING:
-            qs = qs.filter(run_id__in=Run.objects.filter(state__in=metrics.ACTIVE_RUN_STATES).values("id"))
+            qs = qs.filter(run_id__in=Run.objects.filter(state__in=ACTIVE_RUN_STATES).values("id"))
         if self.code:
             qs = qs.filter(error__code=self.code)
         if self.queue:
@@ -114,7 +117,7 @@ class StepFilters:
         if self.kind:
             qs = qs.filter(kind=self.kind)
         if self.since:
-            qs = qs.filter(finished_at__gte=now - metrics.SINCE_CHOICES[self.since])
+            qs = qs.filter(finished_at__gte=now - throughput.SINCE_CHOICES[self.since])
         return qs
 
     @property
@@ -136,13 +139,13 @@ def steps(request: HttpRequest) -> HttpResponse:
         now,
     )
     if filters.is_terminal and filters.since:
-        page = queries.keyset_page(qs, fields=("finished_at", "id"), descending=True, limit=STEPS_PER_PAGE,
+        page = pages.keyset_page(qs, fields=("finished_at", "id"), descending=True, limit=STEPS_PER_PAGE,
                                    after=request.GET.get("after"), before=request.GET.get("before"))
     else:
-        page = queries.keyset_page(qs, fields=("id",), descending=True, limit=STEPS_PER_PAGE,
+        page = pages.keyset_page(qs, fields=("id",), descending=True, limit=STEPS_PER_PAGE,
                                    after=request.GET.get("after"), before=request.GET.get("before"))
     return render(request, "workflow/consoles/steps.html", {
-        "filters": filters, "page": page, "states": queries.STEP_STATES, "since_choices": metrics.SINCE_CHOICES,
+        "filters": filters, "page": page, "states": read_steps.STEP_STATES, "since_choices": throughput.SINCE_CHOICES,
         "queue_names": sorted(Queue.objects.values_list("name", flat=True)[:200]),
     })
 
@@ -151,13 +154,13 @@ def steps(request: HttpRequest) -> HttpResponse:
 def queues_context(request: HttpRequest, params: dict[str, str] | None = None) -> dict[str, Any]:
     params = params if params is not None else {k: request.GET.get(k, "") for k in request.GET}
     now = timezone.now()
-    win = metrics.window(params.get("window"))
-    figures = metrics.queue_figures(now=now)
-    series = metrics.throughput(win, now=now, queues=[f.name for f in figures])
-    cards = [{"q": f, "chart": metrics.chart(series[f.name], width=360, height=60, compact=True),
+    win = throughput.window(params.get("window"))
+    figures = read_queues.queue_figures(now=now)
+    series = throughput.throughput(win, now=now, queues=[f.name for f in figures])
+    cards = [{"q": f, "chart": charts.chart(series[f.name], width=360, height=60, compact=True),
               "series": series[f.name]} for f in figures]
-    return {"now": now, "win": win, "windows": metrics.WINDOWS.values(), "cards": cards,
-            "live_workers": metrics.live_workers(now=now), "poll_url": _queues_url(win.key, fragment="live")}
+    return {"now": now, "win": win, "windows": throughput.WINDOWS.values(), "cards": cards,
+            "live_workers": engine_status.live_workers(now=now), "poll_url": _queues_url(win.key, fragment="live")}
 
 
 def _queues_url(window_key: str, **extra: str) -> str:
@@ -283,7 +286,7 @@ def events(request: HttpRequest) -> HttpResponse:
         if not rows:
             return HttpResponse(status=204)
         return render_fragment(request, "workflow/consoles/_event_rows.html", {"events": rows, "fresh": True})
-    page = queries.keyset_page(qs, fields=("id",), descending=True, limit=EVENTS_PER_PAGE,
+    page = pages.keyset_page(qs, fields=("id",), descending=True, limit=EVENTS_PER_PAGE,
                                after=request.GET.get("after"), before=request.GET.get("before"))
     is_live = not request.GET.get("after") and not request.GET.get("before") and filters.until_at is None
     from urllib.parse import urlencode
@@ -357,15 +360,15 @@ def engine(request: HttpRequest) -> HttpResponse:
         "now": now,
         "db": _database_facts(using),
         "migrations": _migrations(using),
-        "counts": metrics.row_counts([Run, Step, Dependency, Lease, Event, Artifact, Record, Queue, Worker],
+        "counts": engine_status.row_counts([Run, Step, Dependency, Lease, Event, Artifact, Record, Queue, Worker],
                                      using=using),
-        "leases": metrics.lease_counts(now=now),
+        "leases": engine_status.lease_counts(now=now),
         "open_leases": Lease.objects.live().count(),
         "queue_rows": Queue.objects.all()[:200],
         "configured_queues": sorted(config.queues.items()),
-        "workers": metrics.workers(now=now, seen_within=timedelta(days=1), limit=50),
+        "workers": engine_status.workers(now=now, seen_within=timedelta(days=1), limit=50),
         "settings_rows": _setting_rows(config),
-        "liveness": metrics.liveness_window(),
+        "liveness": engine_status.liveness_window(),
         "expired_steps": list(Step.objects.expired_leases(now).only("id", "run_id", "step_id", "lease_owner",
                                                                      "lease_expires_at").order_by("lease_expires_at")[:10]),
         "recent_ops": list(Event.objects.filter(~Q(actor=""), kind__in=["queue_paused", "queue_resumed"])

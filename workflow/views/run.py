@@ -16,11 +16,12 @@ from django.utils.html import escape
 from django.utils.safestring import mark_safe
 from django_htmx.http import HttpResponseStopPolling
 
-from .. import operator, queries
+from .. import operator
 from ..forms import BadInput
-from ..graph import EXPAND_PAGE, build_layout, format_expanded, parse_expanded, render_svg
 from ..jsontext import JsonText
 from ..models import Run, Step
+from ..read import runs, steps
+from ..read.graph import EXPAND_PAGE, build_layout, format_expanded, parse_expanded, render_svg
 from .common import current_params, operator_action, render_fragment, viewer
 
 GROUP_THRESHOLD = 200
@@ -40,7 +41,7 @@ def step_url(run_id: str, step_id: str) -> str:
     return reverse("workflow:step", args=[run_id, step_id])
 
 
-def graph_svg(run: Run, data: queries.GraphData, *, expanded: dict[str, int], selected: str | None) -> tuple[str, Any]:
+def graph_svg(run: Run, data: steps.GraphData, *, expanded: dict[str, int], selected: str | None) -> tuple[str, Any]:
     """The run's graph as SVG; step nodes open the step panel through htmx, groups expand by link.
 
     A selected step hidden in a collapsed group opens that group at the page holding it, so any
@@ -104,9 +105,9 @@ def fingerprint(run: Run) -> str:
 
 def step_table_context(run: Run, params: dict[str, str]) -> dict[str, Any]:
     sort = params.get("sort", "id")
-    sort = sort if sort in queries.STEP_SORTS else "id"
+    sort = sort if sort in steps.STEP_SORTS else "id"
     descending = params.get("dir") == "desc"
-    page = queries.step_table(
+    page = steps.step_table(
         run, q=params.get("sq", ""), state=params.get("sstate", ""), kind=params.get("skind", ""), sort=sort,
         descending=descending, limit=STEPS_PER_PAGE, after=params.get("safter"), before=params.get("sbefore"),
     )
@@ -124,7 +125,7 @@ def step_table_context(run: Run, params: dict[str, str]) -> dict[str, Any]:
     for key, label, numeric in (("id", "Step", False), ("kind", "Kind", False), ("state", "State", False),
                                 ("attempts", "Attempts", True), ("queue", "Queue", False),
                                 ("started", "Started", False), ("duration", "Duration", True)):
-        col: dict[str, Any] = {"label": label, "numeric": numeric, "sortable": key in queries.STEP_SORTS}
+        col: dict[str, Any] = {"label": label, "numeric": numeric, "sortable": key in steps.STEP_SORTS}
         if col["sortable"]:
             active = sort == key
             # Duration opens longest first; other columns open ascending and flip on a second click.
@@ -139,15 +140,15 @@ def step_table_context(run: Run, params: dict[str, str]) -> dict[str, Any]:
         "step_prev": link(**sort_keep, sbefore=page.newer or "") if page.newer else None,
         "step_next": link(**sort_keep, safter=page.older or "") if page.older else None,
         "steps_poll_url": run_url(run.id, **poll, fragment="steps"),
-        "blocked_pks": queries.blocked_among([s.pk for s in page.rows if s.state == "pending"]),
+        "blocked_pks": steps.blocked_among([s.pk for s in page.rows if s.state == "pending"]),
         "step_page": page,
         "step_sort": sort,
         "step_desc": descending,
         "step_q": params.get("sq", ""),
         "step_state": params.get("sstate", ""),
         "step_kind": params.get("skind", ""),
-        "step_kinds": queries.step_kinds(run),
-        "step_states": queries.STEP_STATES,
+        "step_kinds": steps.step_kinds(run),
+        "step_states": steps.STEP_STATES,
         "steps_capped": sort == "duration",
         "steps_url": reverse("workflow:run", args=[run.id]),
     }
@@ -155,20 +156,20 @@ def step_table_context(run: Run, params: dict[str, str]) -> dict[str, Any]:
 
 def live_context(run: Run, params: dict[str, str], *, user: Any, with_graph: bool = True) -> dict[str, Any]:
     expanded = expanded_groups(params)
-    progress = queries.progress_for([run.id])[run.id]
+    progress = runs.progress_for([run.id])[run.id]
     context: dict[str, Any] = {
         "run": run,
         "progress": progress,
         "expanded": ",".join(format_expanded(expanded)),
         **failures(run),
         "fingerprint": fingerprint(run),
-        "timeline": queries.timeline(run) if user.has_perm("workflow.view_lease") else queries.Timeline.empty(),
-        "events": queries.run_events(run) if user.has_perm("workflow.view_event") else [],
+        "timeline": steps.timeline(run) if user.has_perm("workflow.view_lease") else steps.Timeline.empty(),
+        "events": steps.run_events(run) if user.has_perm("workflow.view_event") else [],
         "with_graph": with_graph,
         "expand_page": EXPAND_PAGE,
     }
     if with_graph:
-        data = queries.graph_data(run)
+        data = steps.graph_data(run)
         selected = params.get("step") or None
         svg, layout = graph_svg(run, data, expanded=expanded, selected=selected)
         # The graph opens on the selected step, else on the first failure (failures first).

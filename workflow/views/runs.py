@@ -9,8 +9,10 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django_htmx.http import HttpResponseClientRefresh
 
-from .. import operator, queries
+from .. import operator
 from ..engine.registry import registry
+from ..read import pages
+from ..read import runs as read_runs
 from .common import operator_action, render_fragment, viewer
 
 RUNS_PER_PAGE = 50
@@ -19,18 +21,18 @@ MAX_BULK = 500
 
 @viewer("workflow.view_run")
 def runs(request: HttpRequest) -> HttpResponse:
-    filters = queries.RunFilters.from_params(request.GET)
+    filters = read_runs.RunFilters.from_params(request.GET)
     # A live poll from an operator who scrolled, filtered or paged keeps the rows in place ("pin")
     # and announces newer runs in a bar instead of pushing the rows down.
-    pinned = queries.runs_pinned(filters, request.GET.get("pin"), limit=RUNS_PER_PAGE) if request.htmx else None
+    pinned = read_runs.runs_pinned(filters, request.GET.get("pin"), limit=RUNS_PER_PAGE) if request.htmx else None
     if pinned is not None:
         page, new_runs = pinned
     else:
-        page = queries.runs_page(
+        page = read_runs.runs_page(
             filters, limit=RUNS_PER_PAGE, after=request.GET.get("after"), before=request.GET.get("before")
         )
         new_runs = 0
-    progress = queries.progress_for(run.id for run in page.rows)
+    progress = read_runs.progress_for(run.id for run in page.rows)
     rows = [(run, progress[run.id]) for run in page.rows]
     any_active = any(run.is_active for run in page.rows)
     package_names = sorted({p.name for p in registry.packages()} | ({filters.package} - {""}))
@@ -40,11 +42,11 @@ def runs(request: HttpRequest) -> HttpResponse:
         "rows": rows,
         "any_active": any_active,
         "packages": package_names,
-        "states": queries.RUN_STATES,
+        "states": read_runs.RUN_STATES,
         "poll_url": _poll_url(request),
         "new_runs": new_runs,
-        "new_runs_capped": new_runs > queries.NEW_RUNS_CAP,
-        "top_cursor": queries.encode_cursor(page.rows[0].created_at, page.rows[0].id) if page.rows else "",
+        "new_runs_capped": new_runs > read_runs.NEW_RUNS_CAP,
+        "top_cursor": pages.encode_cursor(page.rows[0].created_at, page.rows[0].id) if page.rows else "",
         "is_pinned_view": filters.is_filtered or bool(request.GET.get("after") or request.GET.get("before")),
         "fresh_url": _fresh_url(request),
     }

@@ -11,9 +11,9 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import queries
 from ..engine.values import ACTIVE_RUN_STATES
 from ..models import Run, Step
+from ..read import runs as read_runs
 from .common import viewer
 from .run import run_url
 
@@ -33,7 +33,7 @@ def search(request: HttpRequest) -> HttpResponse:
     exact = Run.objects.filter(pk=q).only("id").first()
     if exact is not None:
         return HttpResponseRedirect(run_url(exact.id))
-    runs = queries.runs_page(queries.RunFilters(q=q), limit=SHOWN).rows
+    runs = read_runs.runs_page(read_runs.RunFilters(q=q), limit=SHOWN).rows
     steps: list[Any] = []
     code_count = 0
     if request.user.has_perm("workflow.view_step"):

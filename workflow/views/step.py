@@ -12,9 +12,10 @@ from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from django_htmx.http import HttpResponseStopPolling
 
-from .. import operator, queries
+from .. import operator
 from ..engine.values import StepState
 from ..models import Step
+from ..read import browse, steps
 from .common import operator_action, render_fragment, viewer
 from .run import refreshed_run, run_url
 
@@ -56,7 +57,7 @@ def attempt_history(leases: list[Any]) -> list[dict[str, Any]]:
 
 def panel_context(step: Step, user: Any) -> dict[str, Any]:
     """The step panel; what the viewer's permissions do not cover is neither read nor shown."""
-    detail = queries.step_detail(
+    detail = steps.step_detail(
         step,
         with_attempts=user.has_perm("workflow.view_lease"),
         with_events=user.has_perm("workflow.view_event"),
@@ -70,9 +71,9 @@ def panel_context(step: Step, user: Any) -> dict[str, Any]:
         "step": step,
         "run": step.run,
         "detail": detail,
-        "input_json": queries.pretty_json(step.input),
-        "result_json": queries.pretty_json(step.result) if step.result is not None else "",
-        "details_json": queries.pretty_json(detail.error_details) if detail.error_details is not None else "",
+        "input_json": browse.pretty_json(step.input),
+        "result_json": browse.pretty_json(step.result) if step.result is not None else "",
+        "details_json": browse.pretty_json(detail.error_details) if detail.error_details is not None else "",
         "is_step_active": not StepState(step.state).is_terminal,
         "selected_step": step.step_id,
     }

@@ -1,0 +1,1 @@
+"""What the dashboard, the API and the metrics read; nothing here writes."""
