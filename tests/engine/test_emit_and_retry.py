@@ -183,3 +183,24 @@ def test_dedup_waves__keep_order_and_separate_only_clashing_keys():
     a, b, c, d = outcome("r", "x"), outcome("r", "x", "y"), outcome("other", "x"), outcome("r", "z")
     assert dedup_waves([a, b, c, d]) == [[a, c, d], [b]]
     assert dedup_waves([]) == []
+
+
+def test_store__a_lost_dedup_key_race_is_a_conflict_to_retry_not_a_failure(runtime):
+    """Two workers' commits emitting one key at once (PostgreSQL): the loser retries and aliases."""
+    import pytest
+
+    from workflow.engine.errors import StoreConflict
+    from workflow.stores import DjangoStore
+
+    run_id = run_graph(runtime, [{"id": "a", "kind": "noop", "dedup": "k"}])
+    store = DjangoStore()
+    with pytest.raises(StoreConflict) as caught, store._transaction() as cursor:
+        cursor.execute(
+            "INSERT INTO workflow_step (run_id, step_id, kind, queue, site, dedup_key, metadata, retry, state, attempt,"
+            " max_attempts, pending_deps, priority, available_at, created_at, updated_at)"
+            " SELECT run_id, 'b', kind, queue, site, dedup_key, metadata, retry, state, attempt, max_attempts,"
+            " pending_deps, priority, available_at, created_at, updated_at FROM workflow_step WHERE run_id = %s",
+            [run_id],
+        )
+    assert caught.value.kind == "dedup"
+    assert Step.objects.filter(run_id=run_id).count() == 1

@@ -110,4 +110,10 @@ class StoreConflict(StoreUnavailable):
     """The database rolled the transaction back to break a deadlock or a serialization race.
 
     The connection is fine: the caller retries at once (after a short jitter), losing nothing.
+    ``kind`` says which: ``deadlock``, or ``dedup`` (another worker's commit emitted the same
+    dedup key first; the retry finds its step and returns that one).
     """
+
+    def __init__(self, message: str, *, kind: str = "deadlock") -> None:
+        super().__init__(message)
+        self.kind = kind

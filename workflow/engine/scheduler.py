@@ -221,7 +221,8 @@ class Scheduler:
                     # The database broke a deadlock by rolling this transaction back: retry it soon.
                     failures += 1
                     delay = random.uniform(0.005, 0.05) * min(failures, 10)
-                    log.warning("deadlock detected worker=%s retry_in=%.3fs error=%s", self.worker_id, delay,
+                    what = "deadlock detected" if exc.kind == "deadlock" else f"commit conflict ({exc.kind})"
+                    log.warning("%s worker=%s retry_in=%.3fs error=%s", what, self.worker_id, delay,
                                 str(exc).splitlines()[0] if str(exc) else "")
                     time.sleep(delay)
                     continue

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.db import (
     DatabaseError,
+    IntegrityError,
     InterfaceError,
     OperationalError,
     connections,
@@ -65,6 +66,12 @@ _CONFLICT_SQLSTATES = {"40P01", "40001"}  # deadlock_detected, serialization_fai
 
 def _is_conflict(exc: BaseException) -> bool:
     return getattr(exc.__cause__, "sqlstate", None) in _CONFLICT_SQLSTATES
+
+
+def _is_dedup_race(exc: BaseException) -> bool:
+    """An insert that lost the race for a run's dedup key to another transaction (PostgreSQL)."""
+    text = str(exc)
+    return "step_dedup_unique_in_run" in text or "workflow_step.run_id, workflow_step.dedup_key" in text
 
 
 def _loads(value: Any) -> Any:
@@ -130,6 +137,10 @@ class StoreFloor:
                 raise StoreConflict(str(exc)) from exc
             self._reset_connection()
             raise StoreUnavailable(str(exc)) from exc
+        except IntegrityError as exc:
+            if _is_dedup_race(exc):  # two commits emitted one dedup key at once: the retry aliases it
+                raise StoreConflict(str(exc), kind="dedup") from exc
+            raise
 
     def _reset_connection(self) -> None:
         try:
