@@ -314,3 +314,10 @@ def test_read__imports_nothing_from_the_stores():
                 assert "stores" not in target.split("."), f"{path.name} imports {target}"
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("workflow.stores") for a in node.names), path.name
+
+
+def test_views__the_run_page_does_not_import_the_step_page():
+    """What both pages show (the step panel) lives in views/fragments.py: no run <-> step circle."""
+    tree = ast.parse((APP / "views" / "run.py").read_text())
+    imported = {(n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+    assert "step" not in imported, "views/run.py imports views/step.py"

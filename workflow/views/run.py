@@ -23,6 +23,7 @@ from ..models import Run, Step
 from ..read import runs, steps
 from ..read.graph import EXPAND_PAGE, build_layout, format_expanded, parse_expanded, render_svg
 from .common import current_params, operator_action, render_fragment, viewer
+from .fragments import panel_context
 
 GROUP_THRESHOLD = 200
 STEPS_PER_PAGE = 100
@@ -199,7 +200,6 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     context["live_url"] = _live_url(run, params)
     selected = params.get("step")
     if selected:
-        from .step import panel_context
 
         step = Step.objects.filter(run=run, step_id=selected).select_related("run").first()
         if step is not None:
@@ -228,7 +228,6 @@ def cancel_run(request: HttpRequest, run_id: str) -> HttpResponse:
         panel = ""
         step = Step.objects.filter(run=run, step_id=request.POST.get("step", "")).select_related("run").first()
         if step is not None:
-            from .step import panel_context
 
             panel = render_to_string("workflow/_step_panel.html", panel_context(step, request.user), request)
         return refreshed_run(request, run, panel=panel)
