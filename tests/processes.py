@@ -6,6 +6,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from django.db import connection
 
@@ -42,3 +43,13 @@ def assert_no_overlapping_live_leases() -> None:
             assert ended <= later.claimed_at, f"two live leases on step {earlier.step_id}: {earlier} and {later}"
 
 
+def max_concurrent(leases: Any) -> int:
+    """The most leases live at once, from their intervals [claimed, min(released, expires))."""
+    points = []
+    for claimed, released, expires in leases.values_list("claimed_at", "released_at", "expires_at"):
+        points += [(claimed, 1), (min(released or expires, expires), -1)]
+    live = peak = 0
+    for _, delta in sorted(points, key=lambda p: (p[0], p[1])):
+        live += delta
+        peak = max(peak, live)
+    return peak

@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 
-from tests.processes import assert_no_overlapping_live_leases, wait_for
+from tests.processes import assert_no_overlapping_live_leases, max_concurrent, wait_for
 from workflow import QueueConfig, RateLimitPolicy
 from workflow.conf import build_runtime
 from workflow.models import Lease, Run, Step
@@ -99,18 +99,6 @@ def test_chaos__killed_workers_lose_nothing_and_commit_each_step_once(spawn_work
     assert Lease.objects.filter(run_id=run_id, outcome="expired").exists(), "some leases died with their worker"
     assert_no_overlapping_live_leases()
     assert max_concurrent(Lease.objects.filter(run_id=run_id, step__queue="capped")) <= cap
-
-
-def max_concurrent(leases) -> int:
-    """The most leases live at once, from their intervals [claimed, min(released, expires))."""
-    points = []
-    for claimed, released, expires in leases.values_list("claimed_at", "released_at", "expires_at"):
-        points += [(claimed, 1), (min(released or expires, expires), -1)]
-    live = peak = 0
-    for _, delta in sorted(points, key=lambda p: (p[0], p[1])):
-        live += delta
-        peak = max(peak, live)
-    return peak
 
 
 def test_postgres_restart__mid_run_loses_nothing(spawn_worker):

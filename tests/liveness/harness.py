@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from tests.liveness.generator import RunPlan, SitePlan
 from tests.procapp.liveness import REFUSED_COLLECTION, REFUSED_MESSAGE
-from tests.processes import assert_no_overlapping_live_leases
+from tests.processes import assert_no_overlapping_live_leases, max_concurrent
 from workflow import QueueConfig, RateLimitPolicy
 from workflow.conf import build_runtime
 from workflow.models import Event, Lease, Queue, Run, Step
@@ -290,7 +290,7 @@ def _check_safety(plan: SitePlan, runs: list[RunPlan], report: Report, pause_win
     for name, queue in plan.limited.items():
         leases = Lease.objects.filter(step__queue=name)
         if queue.cap is not None:
-            peak = _max_concurrent(leases)
+            peak = max_concurrent(leases)
             peaks[name] = peak
             if peak > queue.cap:
                 report.problem("safety", f"queue {name}: {peak} leases live at once, cap {queue.cap}")
@@ -305,17 +305,6 @@ def _check_safety(plan: SitePlan, runs: list[RunPlan], report: Report, pause_win
         n = Lease.objects.filter(step__queue=plan.pause[0], claimed_at__gt=start, claimed_at__lt=end).count()
         if n:
             report.problem("safety", f"{n} steps of paused queue {plan.pause[0]} were claimed while it was paused")
-
-
-def _max_concurrent(leases: Any) -> int:
-    points = []
-    for claimed, released, expires in leases.values_list("claimed_at", "released_at", "expires_at"):
-        points += [(claimed, 1), (min(released or expires, expires), -1)]
-    live = peak = 0
-    for _, delta in sorted(points, key=lambda p: (p[0], p[1])):
-        live += delta
-        peak = max(peak, live)
-    return peak
 
 
 def _worst_window(starts: list[datetime], rate: float, burst: int) -> str:
