@@ -21,6 +21,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.datastructures import MultiValueDict
 
 from .engine.values import RunState, StepState
 from .models import Event, Run, Step
@@ -39,6 +40,12 @@ EVENT_KINDS = [
     "step_failed", "step_retried", "lease_expired", "commit_rejected", "commit_error", "step_handed_back",
     "queue_paused", "queue_resumed", "queue_configured", "worker_started", "worker_stopped", "worker_error",
 ]
+EVENT_SORTS: dict[str, tuple[tuple[str, ...], tuple[bool, ...]]] = {
+    "newest": (("id",), (True,)),
+    "oldest": (("id",), (False,)),
+    "kind": (("kind", "id"), (False, True)),  # A to Z, newest first within a kind: event_kind_idx
+}
+EVENT_MULTI = ("kind", "severity")
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
@@ -295,9 +302,30 @@ class StepsFilterForm(forms.Form):
     since = forms.ChoiceField(required=False, choices=[("", "any"), *((k, k) for k in SINCE_CHOICES)])
 
 
+class MultipleTextField(forms.Field):
+    """A repeated parameter (``?kind=a&kind=b``): each value stripped and checked, at most ``max_values``."""
+
+    widget = forms.SelectMultiple
+
+    def __init__(self, *, max_length: int, max_values: int = 30, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_length, self.max_values = max_length, max_values
+
+    def clean(self, value: Any) -> list[str]:
+        values = [v.strip() for v in (value or []) if isinstance(v, str) and v.strip()]
+        if len(values) > self.max_values:
+            raise ValidationError(f"Pick at most {self.max_values} values (got {len(values)}).")
+        for v in values:
+            problem = text_problem(v, max_length=self.max_length)
+            if problem:
+                raise ValidationError(f"The value {v[:40]!r} {problem}.")
+        return list(dict.fromkeys(values))
+
+
 class EventsFilterForm(forms.Form):
-    kind = TextField(required=False, max_length=column_length(Event, "kind"))
-    severity = forms.ChoiceField(required=False, choices=[("", "any"), *Event.Severity.choices])
+    kind = MultipleTextField(required=False, max_length=column_length(Event, "kind"))
+    severity = forms.MultipleChoiceField(required=False, choices=Event.Severity.choices, error_messages={
+        "invalid_choice": "%(value)s is not a severity; pick debug, info, warning or error."})
     run = TextField(required=False, max_length=column_length(Run, "id"))
     step = TextField(required=False, max_length=column_length(Event, "step_id"))
     queue = TextField(required=False, max_length=column_length(Event, "queue"))
@@ -305,6 +333,8 @@ class EventsFilterForm(forms.Form):
     range = forms.ChoiceField(required=False, choices=[("", "any"), *((k, k) for k in EVENT_RANGES)])
     since = DateTimeInput(required=False)
     until = DateTimeInput(required=False)
+    sort = forms.ChoiceField(required=False, choices=[("", "newest"), *((k, k) for k in EVENT_SORTS)], error_messages={
+        "invalid_choice": "%(value)s is not a sort; pick " + ", ".join(EVENT_SORTS) + "."})
 
 
 def _strip(params: Mapping[str, Any], names: Sequence[str]) -> dict[str, str]:
@@ -326,8 +356,111 @@ def parse_steps_filter(params: Mapping[str, Any]) -> FilterResult:
 
 
 def parse_events_filter(params: Mapping[str, Any]) -> FilterResult:
-    """The events console's filters."""
-    return _run(EventsFilterForm(_strip(params, list(EventsFilterForm.base_fields))))
+    """The events console's filters; ``kind`` and ``severity`` may repeat."""
+    data = MultiValueDict({n: [v] for n, v in _strip(params, list(EventsFilterForm.base_fields)).items()})
+    for name in EVENT_MULTI:
+        data.setlist(name, [v for v in _values(params, name) if isinstance(v, str)])
+    return _run(EventsFilterForm(data))
+
+
+def _values(params: Mapping[str, Any], name: str) -> list[Any]:
+    """Every value of a repeated parameter, from a QueryDict or from a dict of lists or strings."""
+    if hasattr(params, "getlist"):
+        return list(params.getlist(name))
+    value = params.get(name)
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+@dataclass(slots=True, kw_only=True)
+class EventFilters:
+    """The events console's (and the API's) filters, parsed: what to show and in which order.
+
+    Sorts are only those an index serves on a million events: by id (newest or oldest first,
+    id order is time order) and by kind (``event_kind_idx`` on ``(kind, -id)``).
+    """
+
+    kind: list[str] = field(default_factory=list)
+    severity: list[str] = field(default_factory=list)
+    run: str = ""
+    step: str = ""
+    queue: str = ""
+    worker: str = ""
+    range: str = ""
+    since: str = ""
+    until: str = ""
+    sort: str = ""
+    since_at: datetime | None = None
+    until_at: datetime | None = None
+    field_errors: dict[str, str] = field(default_factory=dict)
+
+    NAMES = ("kind", "severity", "run", "step", "queue", "worker", "range", "since", "until", "sort")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], now: datetime) -> EventFilters:
+        parsed = parse_events_filter(params)
+        v = parsed.values
+        f = cls(**{n: v[n] or ([] if n in EVENT_MULTI else "") for n in
+                   ("kind", "severity", "run", "step", "queue", "worker", "range", "sort")},
+                field_errors=parsed.errors)
+        # The typed text is kept for the form; only a valid one filters.
+        f.since, f.until = (_text_of(params, n)[:40] for n in ("since", "until"))
+        if f.range:
+            f.since_at = now - EVENT_RANGES[f.range]
+        if v["since"]:
+            f.since_at = max(v["since"], f.since_at) if f.since_at else v["since"]
+        f.until_at = v["until"]
+        return f
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{name.capitalize()}: {text}" for name, text in self.field_errors.items()]
+
+    def apply(self, qs: Any) -> Any:
+        if self.kind:
+            qs = qs.filter(kind__in=self.kind)
+        if self.severity:
+            qs = qs.filter(severity__in=self.severity)
+        if self.run:
+            qs = qs.filter(run_id=self.run)
+        if self.step:
+            qs = qs.filter(step_id=self.step)
+        if self.queue:
+            qs = qs.filter(queue=self.queue)
+        if self.worker:
+            qs = qs.filter(worker_id=self.worker)
+        if self.since_at:
+            qs = qs.filter(created_at__gte=self.since_at)
+        if self.until_at:
+            qs = qs.filter(created_at__lt=self.until_at)
+        return qs
+
+    @property
+    def order(self) -> tuple[tuple[str, ...], tuple[bool, ...]]:
+        """The keyset fields and their directions for ``read.pages.keyset_page``."""
+        return EVENT_SORTS[self.sort or "newest"]
+
+    @property
+    def query(self) -> dict[str, str | list[str]]:
+        return {n: getattr(self, n) for n in self.NAMES if getattr(self, n)}
+
+    @property
+    def query_pairs(self) -> list[tuple[str, str]]:
+        """The filters as (name, value) pairs, a repeated parameter once per value (for urlencode)."""
+        pairs: list[tuple[str, str]] = []
+        for name, value in self.query.items():
+            pairs.extend((name, v) for v in value) if isinstance(value, list) else pairs.append((name, value))
+        return pairs
+
+    @property
+    def is_filtered(self) -> bool:
+        return any(n != "sort" for n in self.query)
+
+
+def _text_of(params: Mapping[str, Any], name: str) -> str:
+    value = params.get(name, "")
+    return value.strip() if isinstance(value, str) else ""
 
 
 def search_text(params: Mapping[str, Any], name: str, *, max_length: int = MAX_SEARCH_LENGTH) -> str:

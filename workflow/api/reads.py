@@ -14,10 +14,11 @@ from ninja import Query
 
 from ..engine import registry as registry_module
 from ..engine import typed
+from ..forms import EventFilters
 from ..models import Artifact, Lease, Record, Run, Step
 from ..read import browse, pages, queues, runs, steps
 from ..read import engine_status as read_engine_status
-from ..views.consoles import OVERVIEW_PERMS, QUEUE_PERMS, EventFilters, _migrations
+from ..views.consoles import OVERVIEW_PERMS, QUEUE_PERMS, _migrations
 from . import schemas as s
 from .auth import require
 from .common import CURSOR, ERRORS, MAX_PAGE, filter_errors, page_body, paged, router
@@ -281,22 +282,27 @@ def list_queues(request: HttpRequest) -> Any:
              "live_workers": f.live_workers, "stall_reasons": f.reasons} for f in queues.queue_figures()]
 
 
-@router.get("/events", tags=["read"], response={200: s.EventPage, **ERRORS}, summary="Events, newest first (the events console's filters)")
+@router.get("/events", tags=["read"], response={200: s.EventPage, **ERRORS},
+            summary="Events (the events console's filters; kind and severity may repeat)")
 def list_events(
-    request: HttpRequest, kind: str = "", severity: s.SeverityName | None = None, run: str = "", step: str = "",
+    request: HttpRequest, kind: list[str] = Query([], description="one or more kinds (repeat the parameter)"),
+    severity: list[s.SeverityName] = Query([], description="one or more severities (repeat the parameter)"),
+    run: str = "", step: str = "",
     queue: str = "", worker: str = "", range: s.RangeName | None = Query(None, description="the last 15m, 1h, 24h or 7d"),
     since: datetime | None = Query(None, description="ISO 8601"), until: datetime | None = Query(None, description="ISO 8601"),
+    sort: s.EventSortName | None = Query(None, description="newest (the default), oldest, or kind (A to Z, newest first within)"),
     limit: int = Query(100, ge=1, le=MAX_PAGE), after: str | None = CURSOR, before: str | None = CURSOR,
 ) -> Any:
     require(request, "workflow.view_event")
-    params = {"kind": kind, "severity": severity or "", "run": run, "step": step, "queue": queue, "worker": worker,
+    params = {"kind": kind, "severity": list(severity), "run": run, "step": step, "queue": queue, "worker": worker,
               "range": range or "", "since": since.isoformat() if since else "",
-              "until": until.isoformat() if until else ""}
+              "until": until.isoformat() if until else "", "sort": sort or ""}
     filters = EventFilters.from_params(params, timezone.now())
     filter_errors(filters.errors)
     from ..models import Event
 
-    page = paged(lambda: pages.keyset_page(filters.apply(Event.objects.all()), fields=("id",), descending=True,
+    fields, directions = filters.order
+    page = paged(lambda: pages.keyset_page(filters.apply(Event.objects.all()), fields=fields, descending=directions,
                                              limit=limit, after=after, before=before),
                  after=after, before=before, size=1)
     return page_body(page, page.rows)

@@ -13,6 +13,7 @@ RunStateName = Literal["pending", "running", "succeeded", "failed", "canceled"]
 StepStateName = Literal["pending", "ready", "running", "succeeded", "failed", "canceled"]
 SeverityName = Literal["debug", "info", "warning", "error"]
 RangeName = Literal["15m", "1h", "24h", "7d"]
+EventSortName = Literal["newest", "oldest", "kind"]
 
 
 class Progress(Schema):

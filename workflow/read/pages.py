@@ -41,7 +41,7 @@ class Page:
 
 
 def keyset_page(
-    qs: QuerySet, *, fields: Sequence[str], descending: bool, limit: int,
+    qs: QuerySet, *, fields: Sequence[str], descending: bool | Sequence[bool], limit: int,
     after: str | None = None, before: str | None = None,
     scan: Callable[[QuerySet], QuerySet] | None = None, scan_window: int = 5000,
 ) -> Page:
@@ -51,22 +51,26 @@ def keyset_page(
     exactly what a page made raises ``forms.BadInput`` (a 400). ``scan`` is a filter no index
     serves (a substring search): it is applied to the next ``scan_window`` rows in order only,
     so a rare match costs a bounded scan, and the page offers to search on past the window.
+    ``descending`` is one direction for every field, or one per field (``(False, True)`` is
+    ``ORDER BY kind, id DESC``, which an index on ``(kind, -id)`` serves).
     """
+    desc = [descending] * len(fields) if isinstance(descending, bool) else list(descending)
     kinds = forms.cursor_kinds(qs.model, fields)
     back = forms.parse_cursor(before, kinds)
     fwd = forms.parse_cursor(after, kinds)
 
     def condition(values: list[Any], forward: bool) -> Q:
-        lookup = "lt" if forward == descending else "gt"
+        def lookup(i: int) -> str:
+            return "lt" if forward == desc[i] else "gt"
+
         q = Q()
         for i in range(len(fields)):
-            q |= Q(**{fields[j]: values[j] for j in range(i)}, **{f"{fields[i]}__{lookup}": values[i]})
+            q |= Q(**{fields[j]: values[j] for j in range(i)}, **{f"{fields[i]}__{lookup(i)}": values[i]})
         # The redundant bound on the first field lets the database walk the index from the cursor.
-        return Q(**{f"{fields[0]}__{lookup}e": values[0]}) & q
+        return Q(**{f"{fields[0]}__{lookup(0)}e": values[0]}) & q
 
     def order(forward: bool) -> list[str]:
-        flip = forward != descending
-        return [f if flip else f"-{f}" for f in fields]
+        return [f if forward != d else f"-{f}" for f, d in zip(fields, desc, strict=True)]
 
     def fetch(base: QuerySet, forward: bool) -> tuple[list[Any], Any]:
         """Up to limit + 1 rows in ``forward`` order, and the scan boundary row if the window was cut."""

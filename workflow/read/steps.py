@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from django.db.models import Q
@@ -17,12 +16,6 @@ from .graph import GraphEdge, GraphNode
 from .pages import Page, keyset_page
 
 STEP_STATES = [s.value for s in StepState]
-
-
-LEASE_BAR_FIELDS = (
-    "id", "run", "step", "attempt", "worker_id", "token", "claimed_at", "started_at", "released_at", "expires_at",
-    "outcome", "error_code", "error_message", "step__step_id", "step__kind",
-)
 
 
 STEP_SORTS = {
@@ -119,63 +112,6 @@ def blocked_among(pending_pks: list[int]) -> set[int]:
 
 def step_kinds(run: Run) -> list[str]:
     return list(Step.objects.filter(run=run).order_by("kind").values_list("kind", flat=True).distinct()[:200])
-
-
-@dataclass(slots=True, kw_only=True)
-class TimelineBar:
-    lease: Lease
-    step_id: str
-    left: float  # percent of the span
-    width: float
-    is_open: bool
-
-
-@dataclass(slots=True, kw_only=True)
-class Timeline:
-    bars: list[TimelineBar]
-    start: datetime | None
-    end: datetime | None
-    total: int
-    workers: list[str]
-
-    @classmethod
-    def empty(cls) -> Timeline:
-        return cls(bars=[], start=None, end=None, total=0, workers=[])
-
-    @property
-    def span_seconds(self) -> float:
-        if self.start is None or self.end is None:
-            return 0.0
-        return (self.end - self.start).total_seconds()
-
-    @property
-    def ticks(self) -> list[tuple[float, float]]:
-        """(percent, seconds since start) for five axis marks."""
-        return [(p, self.span_seconds * p / 100) for p in (0, 25, 50, 75, 100)]
-
-
-def timeline(run: Run, *, limit: int = 200) -> Timeline:
-    """The latest ``limit`` attempts of a run, as bars proportional to their duration."""
-    now = timezone.now()
-    total = Lease.objects.filter(run=run).count()
-    leases = list(
-        Lease.objects.filter(run=run).select_related("step")
-        .only(*LEASE_BAR_FIELDS).order_by("-claimed_at", "-id")[:limit]
-    )[::-1]
-    if not leases:
-        return Timeline(bars=[], start=None, end=None, total=0, workers=[])
-    start = min(le.claimed_at for le in leases)
-    end = max((le.released_at or now) for le in leases)
-    span = max((end - start).total_seconds(), 0.001)
-    bars = []
-    for le in leases:
-        stop = le.released_at or now
-        left = 100 * (le.claimed_at - start).total_seconds() / span
-        width = max(100 * (stop - le.claimed_at).total_seconds() / span, 0.4)
-        bars.append(TimelineBar(lease=le, step_id=le.step.step_id, left=left, width=min(width, 100 - left) or 0.4,
-                                is_open=le.released_at is None))
-    workers = sorted({le.worker_id for le in leases})
-    return Timeline(bars=bars, start=start, end=end, total=total, workers=workers)
 
 
 def run_events(run: Run, *, limit: int = 50) -> list[Event]:

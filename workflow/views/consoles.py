@@ -24,7 +24,7 @@ from django.utils import timezone
 from .. import forms, operator
 from ..engine.values import ACTIVE_RUN_STATES, TERMINAL_STEP_STATES, StepState
 from ..models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step, Worker
-from ..read import charts, engine_status, pages, throughput
+from ..read import charts, engine_status, event_rows, pages, throughput
 from ..read import queues as read_queues
 from ..read import steps as read_steps
 from .common import operator_action, render_fragment, viewer
@@ -204,69 +204,7 @@ def resume_queue(request: HttpRequest, name: str) -> HttpResponse:
 
 
 # -- events ----------------------------------------------------------------------------------------
-@dataclasses.dataclass(slots=True, kw_only=True)
-class EventFilters:
-    kind: str = ""
-    severity: str = ""
-    run: str = ""
-    step: str = ""
-    queue: str = ""
-    worker: str = ""
-    range: str = ""
-    since: str = ""
-    until: str = ""
-    since_at: datetime | None = None
-    until_at: datetime | None = None
-
-    NAMES = ("kind", "severity", "run", "step", "queue", "worker", "range", "since", "until")
-
-    field_errors: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def from_params(cls, params: Any, now: datetime) -> EventFilters:
-        parsed = forms.parse_events_filter(params)
-        v = parsed.values
-        f = cls(**{n: v[n] for n in ("kind", "severity", "run", "step", "queue", "worker", "range")},
-                field_errors=parsed.errors)
-        # The typed text is kept for the form; only a valid one filters.
-        f.since, f.until = (params.get(n, "").strip()[:40] for n in ("since", "until"))
-        if f.range:
-            f.since_at = now - EVENT_RANGES[f.range]
-        if v["since"]:
-            f.since_at = max(v["since"], f.since_at) if f.since_at else v["since"]
-        f.until_at = v["until"]
-        return f
-
-    @property
-    def errors(self) -> list[str]:
-        return [f"{name.capitalize()}: {text}" for name, text in self.field_errors.items()]
-
-    def apply(self, qs: Any) -> Any:
-        if self.kind:
-            qs = qs.filter(kind=self.kind)
-        if self.severity:
-            qs = qs.filter(severity=self.severity)
-        if self.run:
-            qs = qs.filter(run_id=self.run)
-        if self.step:
-            qs = qs.filter(step_id=self.step)
-        if self.queue:
-            qs = qs.filter(queue=self.queue)
-        if self.worker:
-            qs = qs.filter(worker_id=self.worker)
-        if self.since_at:
-            qs = qs.filter(created_at__gte=self.since_at)
-        if self.until_at:
-            qs = qs.filter(created_at__lt=self.until_at)
-        return qs
-
-    @property
-    def query(self) -> dict[str, str]:
-        return {n: getattr(self, n) for n in self.NAMES if getattr(self, n)}
-
-    @property
-    def is_filtered(self) -> bool:
-        return bool(self.query)
+EventFilters = forms.EventFilters  # parsed in forms.py, shared with the API
 
 
 @viewer("workflow.view_event")
@@ -285,17 +223,28 @@ def events(request: HttpRequest) -> HttpResponse:
         rows = list(qs.filter(id__gt=newer_than).order_by("-id")[:EVENTS_PER_PAGE])
         if not rows:
             return HttpResponse(status=204)
-        return render_fragment(request, "workflow/consoles/_event_rows.html", {"events": rows, "fresh": True})
-    page = pages.keyset_page(qs, fields=("id",), descending=True, limit=EVENTS_PER_PAGE,
-                               after=request.GET.get("after"), before=request.GET.get("before"))
-    is_live = not request.GET.get("after") and not request.GET.get("before") and filters.until_at is None
+        return render_fragment(request, "workflow/consoles/_event_rows.html",
+                               {"groups": event_rows.grouped(event_rows.event_rows(rows)), "fresh": True})
+    fields, directions = filters.order
+    page = pages.keyset_page(qs, fields=fields, descending=directions, limit=EVENTS_PER_PAGE,
+                             after=request.GET.get("after"), before=request.GET.get("before"))
+    # Live means the newest events on top: only the default order, on its first page.
+    is_live = (not request.GET.get("after") and not request.GET.get("before") and filters.until_at is None
+               and not filters.sort)
     from urllib.parse import urlencode
 
+    base_pairs = [(k, v) for k, v in filters.query_pairs if k != "sort"]
     return render(request, "workflow/consoles/events.html", {
-        "filters": filters, "page": page, "events": page.rows, "kinds": EVENT_KINDS, "is_live": is_live,
+        "filters": filters, "page": page, "groups": event_rows.grouped(event_rows.event_rows(page.rows)),
+        "events": page.rows, "kinds": sorted(set(EVENT_KINDS) | set(filters.kind)), "is_live": is_live,
         "severities": Event.Severity.values, "ranges": EVENT_RANGES,
+        "more_count": sum(1 for n in ("queue", "worker", "since", "until") if getattr(filters, n)),
+        "more_open": bool({"queue", "worker", "since", "until"} & set(filters.field_errors)),
+        "sort_urls": {name: f"?{urlencode([*base_pairs, *([('sort', name)] if name != 'newest' else [])])}"
+                      for name in forms.EVENT_SORTS},
+        "live_url": f"{reverse('consoles:events')}?{urlencode([(k, v) for k, v in base_pairs if k != 'until'])}",
         "baseline_id": page.rows[0].id if page.rows else (Event.objects.order_by("-id").values_list("id", flat=True).first() or 0),
-        "poll_url": f"{reverse('consoles:events')}?{urlencode({**filters.query, 'fragment': 'new'})}",
+        "poll_url": f"{reverse('consoles:events')}?{urlencode([*filters.query_pairs, ('fragment', 'new')])}",
     })
 
 

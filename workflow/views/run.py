@@ -21,6 +21,7 @@ from ..forms import BadInput
 from ..jsontext import JsonText
 from ..models import Run, Step
 from ..read import runs, steps
+from ..read import timeline as read_timeline
 from ..read.graph import EXPAND_PAGE, build_layout, format_expanded, parse_expanded, render_svg
 from .common import current_params, operator_action, render_fragment, viewer
 from .fragments import panel_context
@@ -164,7 +165,7 @@ def live_context(run: Run, params: dict[str, str], *, user: Any, with_graph: boo
         "expanded": ",".join(format_expanded(expanded)),
         **failures(run),
         "fingerprint": fingerprint(run),
-        "timeline": steps.timeline(run) if user.has_perm("workflow.view_lease") else steps.Timeline.empty(),
+        "timeline": read_timeline.timeline(run) if user.has_perm("workflow.view_lease") else read_timeline.Timeline.empty(),
         "events": steps.run_events(run) if user.has_perm("workflow.view_event") else [],
         "with_graph": with_graph,
         "expand_page": EXPAND_PAGE,
