@@ -1,9 +1,8 @@
 """A run's attempts over time: one lane per worker, overlapping attempts stacked into sub-rows.
 
 The page's cost is bounded whatever the run's size: a run of at most ``max_bars`` attempts is
-drawn whole; a bigger one is sampled evenly across its whole span (``windows`` slices of the
-time axis, each read from the ``(run, claimed_at)`` index with a LIMIT) plus its first
-``max_failures`` attempts that did not succeed, and the page says how many it shows. Times are
+drawn whole; a bigger one is sampled evenly across its whole span (every k-th attempt) plus
+its first ``max_failures`` attempts that did not succeed, and the page says how many it shows. Times are
 laid out in a 0..1000 x range (``X_RANGE``) that the browser zooms by changing the SVG viewBox.
 """
 
@@ -12,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models import Count, F, Max, Min, Q, QuerySet
 from django.utils import timezone
 
 from ..models import Lease, Run
@@ -62,7 +61,8 @@ class Lane:
     worker_id: str
     top: float  # px
     rows: int
-    attempts: int
+    attempts: int  # the worker's attempts in the whole run
+    shown: int = 0
 
     @property
     def height(self) -> int:
@@ -126,7 +126,7 @@ class Timeline:
         return int(self.start.timestamp() * 1000) if self.start else 0
 
 
-def timeline(run: Run, *, max_bars: int = 400, windows: int = 20, max_failures: int = 100,
+def timeline(run: Run, *, max_bars: int = 400, max_failures: int = 100,
              now: datetime | None = None) -> Timeline:
     """The run's attempts laid out in worker lanes, the whole run's span, at most about ``max_bars`` bars."""
     now = now or timezone.now()
@@ -139,6 +139,7 @@ def timeline(run: Run, *, max_bars: int = 400, windows: int = 20, max_failures: 
     start: datetime = agg["first"]
     end: datetime = now if agg["running"] else max(agg["last_release"] or agg["last_claim"], agg["last_claim"])
     counts = {o: n for o, n in leases.order_by().values_list("outcome").annotate(n=Count("id"))}
+    per_worker = {w: n for w, n in leases.order_by().values_list("worker_id").annotate(n=Count("id"))}
     outcome_counts = [(o or "open", OUTCOME_WORDS.get(o, "running"), n)
                       for o, n in sorted(counts.items(), key=lambda item: -item[1])]
 
@@ -146,8 +147,7 @@ def timeline(run: Run, *, max_bars: int = 400, windows: int = 20, max_failures: 
     if total <= max_bars:
         picked = list(rows.order_by("claimed_at", "id"))
     else:
-        picked = _sample(rows, start=start, end=agg["last_claim"], max_bars=max_bars, windows=windows,
-                         max_failures=max_failures)
+        picked = _sample(rows, total=total, max_bars=max_bars, max_failures=max_failures)
     bars = [Bar(lease_id=le.id, step_id=le.step.step_id, attempt=le.attempt, worker_id=le.worker_id,
                 claimed_at=le.claimed_at, released_at=le.released_at, outcome=le.outcome, error_code=le.error_code)
             for le in picked]
@@ -157,7 +157,7 @@ def timeline(run: Run, *, max_bars: int = 400, windows: int = 20, max_failures: 
         bar.x = X_RANGE * (bar.claimed_at - start).total_seconds() / span
         bar.w = max(X_RANGE * (stop - bar.claimed_at).total_seconds() / span, MIN_BAR_WIDTH)
         bar.w = min(bar.w, max(X_RANGE - bar.x, MIN_BAR_WIDTH))
-    lanes, shown, hidden = _lanes(bars)
+    lanes, shown, hidden = _lanes(bars, per_worker)
     links, retried = _links(shown)
     scale = OVERVIEW_HEIGHT / max(sum(lane.height for lane in lanes), 1)
     for bar in shown:
@@ -167,28 +167,32 @@ def timeline(run: Run, *, max_bars: int = 400, windows: int = 20, max_failures: 
                     retried_steps=retried)
 
 
-def _sample(rows: QuerySet[Lease], *, start: datetime, end: datetime, max_bars: int, windows: int,
-            max_failures: int) -> list[Lease]:
-    """Attempts spread evenly over [start, end], plus the first attempts that did not succeed."""
+def _sample(rows: QuerySet[Lease], *, total: int, max_bars: int, max_failures: int) -> list[Lease]:
+    """Every k-th attempt by id (ids grow with claim time, so the sample spans the whole run),
+    plus the first attempts that did not succeed. Each is one pass over the run's attempts, as
+    the count already is; what reaches Python and the page is bounded by ``max_bars``."""
     picked: dict[int, Lease] = {}
     for le in rows.exclude(outcome=Lease.Outcome.SUCCEEDED).order_by("claimed_at", "id")[:max_failures]:
         picked[le.id] = le
-    per_window = max((max_bars - len(picked)) // windows, 1)
-    step = (end - start) / windows
-    for i in range(windows):
-        lo, hi = start + step * i, start + step * (i + 1)
-        window = rows.filter(claimed_at__gte=lo)
-        window = window.filter(claimed_at__lte=hi) if i == windows - 1 else window.filter(claimed_at__lt=hi)
-        for le in window.order_by("claimed_at", "id")[:per_window]:
-            picked.setdefault(le.id, le)
+    budget = max(max_bars - len(picked), 1)
+    stride = -(-total // budget)
+    sampled = rows.annotate(nth=F("id") % stride).filter(nth=0).order_by("claimed_at", "id")[:budget]
+    for le in sampled:
+        picked.setdefault(le.id, le)
     return sorted(picked.values(), key=lambda le: (le.claimed_at, le.id))
 
 
-def _lanes(bars: list[Bar]) -> tuple[list[Lane], list[Bar], int]:
-    """Group bars by worker (lanes in order of first claim); stack overlapping ones into sub-rows."""
+def _lanes(bars: list[Bar], per_worker: dict[str, int]) -> tuple[list[Lane], list[Bar], int]:
+    """Group bars by worker (lanes in order of first claim); stack overlapping ones into sub-rows.
+
+    A worker none of whose attempts made the sample still gets its (empty) lane, so the lanes
+    are the run's workers whatever was drawn.
+    """
     by_worker: dict[str, list[Bar]] = {}
     for bar in bars:  # already in claim order
         by_worker.setdefault(bar.worker_id, []).append(bar)
+    for worker_id in sorted(per_worker):
+        by_worker.setdefault(worker_id, [])
     lanes: list[Lane] = []
     shown: list[Bar] = []
     top = 0.0
@@ -205,7 +209,8 @@ def _lanes(bars: list[Bar]) -> tuple[list[Lane], list[Bar], int]:
             ends[row] = max(ends[row], bar.x + bar.w)
             bar.y = top + row * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2
             shown.append(bar)
-        lanes.append(Lane(worker_id=worker_id, top=top, rows=max(len(ends), 1), attempts=len(own)))
+        lanes.append(Lane(worker_id=worker_id, top=top, rows=max(len(ends), 1), attempts=per_worker.get(worker_id, 0),
+                          shown=len(own)))
         top += lanes[-1].height
     return lanes, shown, max(len(by_worker) - MAX_LANES, 0)
 

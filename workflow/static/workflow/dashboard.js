@@ -13,6 +13,9 @@
  *   data-keep, data-keep-scroll       open/scroll state kept across swaps
  *   data-confirm="text"               a plain form (or its submit button) asks first
  *   data-copy="text", data-keynav, time[data-when], data-time-utc-toggle, data-graph-view
+ *   details[data-dropdown]            a menu: closes on a click outside or Escape
+ *   data-group-toggle="id"            shows/hides the rows [data-member-of="id"] (grouped repeats)
+ *   data-timeline                     the run's attempt lanes: zoom, brush, pan, highlight a step
  *   .toast-close                      dismisses its toast
  *   form[data-logout]                 clears the htmx history cache (as does the login page)
  */
@@ -624,6 +627,259 @@
   document.addEventListener("htmx:afterSettle", swapped);
   document.addEventListener("htmx:oobAfterSwap", swapped);
   document.addEventListener("htmx:load", function (event) { init(event.detail && event.detail.elt); });
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", function () { init(); });
+  else init();
+})();
+
+/* ---------- events: dropdown filters and grouped repeats ---------- */
+// details[data-dropdown] is a menu (the events console's multi-select filters): a click outside
+// or Escape closes it, and opening one closes the others. [data-group-toggle="g1"] shows or hides
+// the rows [data-member-of="g1"] folded under a "× n" badge; what is open stays open across live updates.
+(function () {
+  "use strict";
+
+  document.addEventListener("click", function (event) {
+    var inside = event.target.closest && event.target.closest("details[data-dropdown]");
+    document.querySelectorAll("details[data-dropdown][open]").forEach(function (d) {
+      if (d !== inside) d.open = false;
+    });
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") return;
+    document.querySelectorAll("details[data-dropdown][open]").forEach(function (d) {
+      d.open = false;
+      var summary = d.querySelector("summary");
+      if (summary && d.contains(document.activeElement)) summary.focus();
+    });
+  });
+
+  var expanded = {};
+  function show(id, open) {
+    document.querySelectorAll('[data-member-of="' + id + '"]').forEach(function (row) { row.hidden = !open; });
+    document.querySelectorAll('[data-group-toggle="' + id + '"]').forEach(function (b) {
+      b.setAttribute("aria-expanded", open ? "true" : "false");
+    });
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-group-toggle]");
+    if (!button) return;
+    var id = button.getAttribute("data-group-toggle");
+    var open = button.getAttribute("aria-expanded") !== "true";
+    if (open) expanded[id] = true; else delete expanded[id];
+    show(id, open);
+  });
+  function reapply() { Object.keys(expanded).forEach(function (id) { show(id, true); }); }
+  document.addEventListener("htmx:afterSettle", reapply);
+  document.addEventListener("htmx:oobAfterSwap", reapply);
+})();
+
+/* ---------- the run's attempt timeline: zoom, brush, highlight a step's attempts ---------- */
+// [data-timeline] holds an SVG of worker lanes drawn in x units 0..1000 over the whole run
+// (data-span-seconds) and an overview strip of the same bars. Dragging on the strip or on the
+// lanes zooms to that range (the lanes' viewBox changes; the bars are not redrawn); dragging the
+// strip's window pans; double-click, "Reset zoom" or 0 shows the whole run again. The view is
+// kept in seconds since the run's first claim, so a live update (a longer span) keeps it.
+(function () {
+  "use strict";
+
+  var views = {}; // run url -> [from seconds, to seconds]
+  var X = 1000;
+
+  function fmt(total) {
+    if (total < 1) return Math.round(total * 1000) + " ms";
+    if (total < 60) return (total < 10 ? total.toFixed(1) : Math.round(total)) + " s";
+    var m = Math.floor(total / 60), s = Math.round(total % 60);
+    if (m < 60) return m + " min" + (s ? " " + s + " s" : "");
+    var h = Math.floor(m / 60);
+    return h + " h " + (m % 60) + " min";
+  }
+
+  function Timeline(root) {
+    var self = this;
+    this.root = root;
+    this.key = root.getAttribute("data-run-url") || "";
+    this.span = parseFloat(root.getAttribute("data-span-seconds")) || 0.001;
+    this.lanes = root.querySelector("[data-tl-lanes]");
+    this.overview = root.querySelector("[data-tl-overview]");
+    this.brush = root.querySelector("[data-tl-brush]");
+    this.axis = root.querySelector("[data-tl-axis]");
+    this.reset = root.querySelector("[data-tl-reset]");
+    this.note = root.querySelector("[data-tl-range]");
+    this.height = parseFloat((this.lanes.getAttribute("viewBox") || "0 0 1000 1").split(" ")[3]) || 1;
+    var kept = views[this.key];
+    this.x0 = 0; this.x1 = X;
+    if (kept) { this.x0 = this.toX(kept[0]); this.x1 = Math.min(this.toX(kept[1]), X); }
+    this.apply();
+    this.wireOverview();
+    this.wireLanes();
+    this.wireHighlight();
+    if (this.reset) this.reset.addEventListener("click", function () { self.setView(0, X); });
+  }
+
+  Timeline.prototype.toX = function (seconds) { return X * seconds / this.span; };
+  Timeline.prototype.toSeconds = function (x) { return this.span * x / X; };
+
+  Timeline.prototype.setView = function (x0, x1) {
+    var min = 1; // at most x1000
+    x0 = Math.max(0, Math.min(x0, X)); x1 = Math.max(0, Math.min(x1, X));
+    if (x1 - x0 < min) { var mid = (x0 + x1) / 2; x0 = Math.max(0, mid - min / 2); x1 = Math.min(X, x0 + min); }
+    this.x0 = x0; this.x1 = x1;
+    var whole = x0 <= 0 && x1 >= X;
+    if (whole) delete views[this.key]; else views[this.key] = [this.toSeconds(x0), this.toSeconds(x1)];
+    this.apply();
+  };
+
+  Timeline.prototype.apply = function () {
+    var w = this.x1 - this.x0, whole = this.x0 <= 0 && this.x1 >= X;
+    this.lanes.setAttribute("viewBox", this.x0 + " 0 " + w + " " + this.height);
+    if (this.brush) { this.brush.setAttribute("x", this.x0); this.brush.setAttribute("width", w); }
+    if (this.axis) {
+      var html = [];
+      for (var k = 0; k <= 4; k++) {
+        var x = this.x0 + w * k / 4;
+        html.push([k * 25, "+" + fmt(this.toSeconds(x)), k === 0 ? "first" : k === 4 ? "last" : ""]);
+      }
+      while (this.axis.firstChild) this.axis.removeChild(this.axis.firstChild);
+      html.forEach(function (t) {
+        var span = document.createElement("span");
+        span.className = "tl-tick " + t[2];
+        span.style.left = t[0] + "%";
+        span.textContent = t[1];
+        this.axis.appendChild(span);
+      }, this);
+    }
+    var zoom = X / w;
+    var text = whole ? "whole run" : "+" + fmt(this.toSeconds(this.x0)) + " to +" + fmt(this.toSeconds(this.x1)) +
+      " (×" + (zoom < 10 ? zoom.toFixed(1) : Math.round(zoom)) + ")";
+    if (this.note) this.note.textContent = text;
+    if (this.reset) this.reset.disabled = whole;
+    if (this.overview) {
+      this.overview.setAttribute("aria-valuenow", Math.round(100 * this.x0 / X));
+      this.overview.setAttribute("aria-valuetext", text);
+    }
+  };
+
+  // x in 0..1000 of a pointer over an element that shows [from, to] of the run
+  function xAt(el, clientX, from, to) {
+    var r = el.getBoundingClientRect();
+    var f = r.width ? (clientX - r.left) / r.width : 0;
+    return from + Math.max(0, Math.min(1, f)) * (to - from);
+  }
+
+  Timeline.prototype.wireOverview = function () {
+    var self = this, ov = this.overview;
+    if (!ov) return;
+    var drag = null;
+    ov.addEventListener("pointerdown", function (event) {
+      if (event.button !== 0) return;
+      var x = xAt(ov, event.clientX, 0, X);
+      var whole = self.x0 <= 0 && self.x1 >= X;
+      drag = (!whole && x >= self.x0 && x <= self.x1) ? { pan: true, start: x, x0: self.x0, x1: self.x1 } : { pan: false, start: x };
+      ov.setPointerCapture(event.pointerId);
+      event.preventDefault();
+    });
+    ov.addEventListener("pointermove", function (event) {
+      if (!drag) return;
+      var x = xAt(ov, event.clientX, 0, X);
+      if (drag.pan) {
+        var d = Math.max(-drag.x0, Math.min(X - drag.x1, x - drag.start));
+        self.setView(drag.x0 + d, drag.x1 + d);
+      } else if (Math.abs(x - drag.start) > 2) {
+        self.setView(Math.min(x, drag.start), Math.max(x, drag.start));
+      }
+    });
+    function end() { drag = null; }
+    ov.addEventListener("pointerup", end);
+    ov.addEventListener("pointercancel", end);
+    ov.addEventListener("dblclick", function () { self.setView(0, X); });
+    ov.addEventListener("keydown", function (event) {
+      var w = self.x1 - self.x0, mid = (self.x0 + self.x1) / 2, k = event.key;
+      if (k === "ArrowLeft" || k === "ArrowRight") {
+        var d = (k === "ArrowLeft" ? -1 : 1) * w / 10;
+        d = Math.max(-self.x0, Math.min(X - self.x1, d));
+        self.setView(self.x0 + d, self.x1 + d);
+      } else if (k === "+" || k === "=") self.setView(mid - w / 4, mid + w / 4);
+      else if (k === "-" || k === "_") self.setView(mid - w, mid + w);
+      else if (k === "0" || k === "Home") self.setView(0, X);
+      else return;
+      event.preventDefault();
+    });
+  };
+
+  Timeline.prototype.wireLanes = function () {
+    var self = this, svg = this.lanes, drag = null, dragged = false;
+    var ns = "http://www.w3.org/2000/svg";
+    svg.addEventListener("pointerdown", function (event) {
+      if (event.button !== 0 || event.pointerType === "touch") return; // touch scrolls the page; the strip zooms
+      drag = { start: xAt(svg, event.clientX, self.x0, self.x1), px: event.clientX, sel: null };
+      dragged = false;
+    });
+    svg.addEventListener("pointermove", function (event) {
+      if (!drag) return;
+      if (!drag.sel && Math.abs(event.clientX - drag.px) < 5) return;
+      var x = xAt(svg, event.clientX, self.x0, self.x1);
+      if (!drag.sel) {
+        drag.sel = document.createElementNS(ns, "rect");
+        drag.sel.setAttribute("class", "tl-sel");
+        drag.sel.setAttribute("y", "0");
+        drag.sel.setAttribute("height", String(self.height));
+        svg.appendChild(drag.sel);
+        svg.setPointerCapture(event.pointerId);
+      }
+      drag.sel.setAttribute("x", String(Math.min(x, drag.start)));
+      drag.sel.setAttribute("width", String(Math.abs(x - drag.start)));
+    });
+    svg.addEventListener("pointerup", function (event) {
+      if (!drag) return;
+      if (drag.sel) {
+        var x = xAt(svg, event.clientX, self.x0, self.x1);
+        drag.sel.remove();
+        dragged = true;
+        self.setView(Math.min(x, drag.start), Math.max(x, drag.start));
+      }
+      drag = null;
+    });
+    svg.addEventListener("pointercancel", function () { if (drag && drag.sel) drag.sel.remove(); drag = null; });
+    // A drag that ended over a bar is a zoom, not a click on the bar's link.
+    svg.addEventListener("click", function (event) {
+      if (!dragged) return;
+      dragged = false;
+      event.preventDefault();
+      event.stopPropagation();
+    }, true);
+    svg.addEventListener("dblclick", function () { self.setView(0, X); });
+  };
+
+  Timeline.prototype.wireHighlight = function () {
+    var root = this.root, lit = null;
+    function light(step) {
+      if (step === lit) return;
+      root.querySelectorAll(".hl").forEach(function (el) { el.classList.remove("hl"); });
+      root.classList.toggle("hl", !!step);
+      lit = step;
+      if (!step) return;
+      root.querySelectorAll("[data-step]").forEach(function (el) {
+        if (el.getAttribute("data-step") === step && el.tagName.toLowerCase() !== "a") el.classList.add("hl");
+      });
+    }
+    function stepOf(target) {
+      var a = target.closest && target.closest("a[data-step]");
+      return a ? a.getAttribute("data-step") : null;
+    }
+    this.lanes.addEventListener("mouseover", function (event) { light(stepOf(event.target)); });
+    this.lanes.addEventListener("mouseleave", function () { light(null); });
+    this.lanes.addEventListener("focusin", function (event) { light(stepOf(event.target)); });
+    this.lanes.addEventListener("focusout", function () { light(null); });
+  };
+
+  function init(scope) {
+    var found = [];
+    if (scope && scope.matches && scope.matches("[data-timeline]")) found.push(scope);
+    (scope || document).querySelectorAll("[data-timeline]").forEach(function (el) { found.push(el); });
+    found.forEach(function (root) { if (!root.__timeline) root.__timeline = new Timeline(root); });
+  }
+  document.addEventListener("htmx:load", function (event) { init(event.detail && event.detail.elt); });
+  document.addEventListener("htmx:oobAfterSwap", function () { init(); });
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", function () { init(); });
   else init();
 })();
