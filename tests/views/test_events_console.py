@@ -294,3 +294,14 @@ def test_run_page__timeline_renders_lanes_and_a_sampling_note(operator_client: C
     assert "failed, will retry" in section  # in the legend and the bar's tooltip, never clipped
     assert "<title>only · attempt 1 on worker-a" in section
     assert "Showing" not in section and "latest" not in section
+
+
+@pytest.mark.parametrize(("ids", "prefix"), [
+    (["worker-a@host-1", "worker-b@host-2"], "worker-"),
+    (["vm:2613:ab12", "vm:2613:cd34", "vm:2613:ef56"], "vm:2613:"),
+    (["w1", "w2"], ""),
+    (["only-one"], ""),
+    (["alpha", "beta"], ""),
+])
+def test_lane_labels__drop_the_prefix_every_worker_shares(ids: list[str], prefix: str) -> None:
+    assert read_timeline._common_prefix(ids) == prefix

@@ -22,7 +22,7 @@ BAR_HEIGHT = 11
 OVERVIEW_HEIGHT = 36
 MAX_ROWS_PER_WORKER = 12
 MAX_LANES = 40
-MIN_BAR_WIDTH = 0.6  # in x units, so a 5 ms attempt is still a visible sliver
+MIN_BAR_WIDTH = 2.0  # in x units, so a 5 ms attempt is still a visible sliver
 BAR_FIELDS = ("id", "attempt", "worker_id", "claimed_at", "released_at", "outcome", "error_code", "step__step_id")
 OUTCOME_WORDS = {value: str(label) for value, label in Lease.Outcome.choices}
 
@@ -63,6 +63,7 @@ class Lane:
     rows: int
     attempts: int  # the worker's attempts in the whole run
     shown: int = 0
+    label: str = ""  # the id without the prefix every lane shares, so narrow screens show what differs
 
     @property
     def height(self) -> int:
@@ -212,7 +213,22 @@ def _lanes(bars: list[Bar], per_worker: dict[str, int]) -> tuple[list[Lane], lis
         lanes.append(Lane(worker_id=worker_id, top=top, rows=max(len(ends), 1), attempts=per_worker.get(worker_id, 0),
                           shown=len(own)))
         top += lanes[-1].height
+    common = _common_prefix([lane.worker_id for lane in lanes])
+    for lane in lanes:
+        lane.label = f"…{lane.worker_id[len(common):]}" if common else lane.worker_id
     return lanes, shown, max(len(by_worker) - MAX_LANES, 0)
+
+
+def _common_prefix(ids: list[str]) -> str:
+    """The prefix all ``ids`` share, cut after a separator (``worker-``, ``vm:2613:``); empty for one id."""
+    if len(ids) < 2:
+        return ""
+    first, last = min(ids), max(ids)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    cut = max(first.rfind(sep, 0, n) for sep in "-:@._/") + 1
+    return first[:cut] if cut >= 3 else ""
 
 
 def _links(bars: list[Bar]) -> tuple[list[Link], int]:

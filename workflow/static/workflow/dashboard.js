@@ -653,6 +653,16 @@
     });
   });
 
+  // A multi-select's closed face says what is picked: summary[data-placeholder] when nothing is.
+  document.addEventListener("change", function (event) {
+    var menu = event.target.closest && event.target.closest("details[data-dropdown]");
+    var summary = menu && menu.querySelector("summary[data-placeholder]");
+    if (!summary) return;
+    var picked = [];
+    menu.querySelectorAll("input[type=checkbox]:checked").forEach(function (box) { picked.push(box.value); });
+    summary.textContent = picked.length ? picked.join(", ") : summary.getAttribute("data-placeholder");
+  });
+
   var expanded = {};
   function show(id, open) {
     document.querySelectorAll('[data-member-of="' + id + '"]').forEach(function (row) { row.hidden = !open; });
@@ -686,9 +696,11 @@
   var X = 1000;
 
   function fmt(total) {
+    if (total <= 0) return "0 s";
     if (total < 1) return Math.round(total * 1000) + " ms";
-    if (total < 60) return (total < 10 ? total.toFixed(1) : Math.round(total)) + " s";
-    var m = Math.floor(total / 60), s = Math.round(total % 60);
+    if (total < 59.5) return (total < 10 ? total.toFixed(1) : Math.round(total)) + " s";
+    total = Math.round(total);
+    var m = Math.floor(total / 60), s = total % 60;
     if (m < 60) return m + " min" + (s ? " " + s + " s" : "");
     var h = Math.floor(m / 60);
     return h + " h " + (m % 60) + " min";
@@ -753,6 +765,7 @@
       " (×" + (zoom < 10 ? zoom.toFixed(1) : Math.round(zoom)) + ")";
     if (this.note) this.note.textContent = text;
     if (this.reset) this.reset.disabled = whole;
+    this.root.classList.toggle("zoomed", !whole);
     if (this.overview) {
       this.overview.setAttribute("aria-valuenow", Math.round(100 * this.x0 / X));
       this.overview.setAttribute("aria-valuetext", text);
