@@ -163,7 +163,7 @@ def test_events__a_new_event_appears_live_and_pausing_holds_it(page: Any, live_s
     expect(rows.first).to_be_visible()
     before = rows.count()
 
-    run_id = run_graph(runtime, [{"id": "late", "kind": "noop"}], name="Late arrival")
+    run_graph(runtime, [{"id": "late", "kind": "noop"}], name="Late arrival")
     fresh = page.locator('#ev-rows tr[data-kind="run_created"]', has_text="Late arrival")  # the run's name
     expect(fresh).to_be_visible(timeout=10_000)
     assert rows.count() == before + 1
