@@ -92,10 +92,10 @@ def seed(*, steps: int, events: int, days: int) -> dict[str, Any]:
                 "INSERT INTO workflow_run (id, package, name, input, metadata, state, created_at, updated_at,"
                 " started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", run_rows)
             cur.executemany(
-                "INSERT INTO workflow_step (id, run_id, step_id, kind, queue, site, input, metadata, retry, state,"
+                "INSERT INTO workflow_step (id, run_id, step_id, kind, queue, site, input, metadata, retry, priority, state,"
                 " attempt, max_attempts, pending_deps, available_at, lease_token, lease_owner, lease_expires_at,"
                 " result, error, created_at, updated_at, started_at, finished_at) VALUES"
-                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 step_rows)
             cur.executemany(
                 "INSERT INTO workflow_lease (step_id, run_id, attempt, worker_id, token, claimed_at, started_at,"
@@ -131,9 +131,9 @@ def seed(*, steps: int, events: int, days: int) -> dict[str, Any]:
                          f"lt-{i}" if state == "running" else None, f"worker-{i % 4}" if state == "running" else None,
                          _ts(now + timedelta(seconds=20)) if state == "running" else None, live_created, live_created))
         cur.executemany(
-            "INSERT INTO workflow_step (id, run_id, step_id, kind, queue, site, input, metadata, retry, state, attempt,"
+            "INSERT INTO workflow_step (id, run_id, step_id, kind, queue, site, input, metadata, retry, priority, state, attempt,"
             " max_attempts, pending_deps, available_at, lease_token, lease_owner, lease_expires_at, created_at,"
-            " updated_at) VALUES (%s, %s, %s, %s, %s, %s, '{}', '{}', '{}', %s, 1, 3, 0, %s, %s, %s, %s, %s, %s)", live)
+            " updated_at) VALUES (%s, %s, %s, %s, %s, %s, '{}', '{}', '{}', 0, %s, 1, 3, 0, %s, %s, %s, %s, %s, %s)", live)
         cur.executemany(
             "INSERT INTO workflow_lease (step_id, run_id, attempt, worker_id, token, claimed_at, expires_at, outcome,"
             " error_code, error_message, log) SELECT id, run_id, 1, lease_owner, lease_token, %s, lease_expires_at,"
@@ -167,6 +167,10 @@ PAGES = [
     ("events worker=worker-2", "consoles:events", {"worker": "worker-2"}),
     ("events worker=absent (full scan)", "consoles:events", {"worker": "absent"}),
     ("events of one run", "consoles:events", {"run": "run-0050000"}),
+    ("events sorted by kind", "consoles:events", {"sort": "kind"}),
+    ("events oldest first", "consoles:events", {"sort": "oldest"}),
+    ("events kind in (2), sorted by kind", "consoles:events", {"kind": ["step_failed", "run_created"], "sort": "kind"}),
+    ("events severity in (warning, error)", "consoles:events", {"severity": ["warning", "error"]}),
     ("events live tail (poll)", "consoles:events", {"fragment": "new", "newer_than": "999990", "_htmx": "1"}),
     ("packages catalogue", "consoles:packages", {}),
     ("start-run form", "consoles:start_run", {"_args": ["demo"]}),

@@ -50,11 +50,6 @@ class Bar:
     def outcome_words(self) -> str:
         return OUTCOME_WORDS.get(self.outcome, "running")
 
-    @property
-    def duration_seconds(self) -> float:
-        end = self.released_at or timezone.now()
-        return max((end - self.claimed_at).total_seconds(), 0.0)
-
 
 @dataclass(slots=True, kw_only=True)
 class Lane:
