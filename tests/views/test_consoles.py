@@ -151,6 +151,7 @@ def test_overview__counts_by_state_link_to_filtered_lists(viewer_client: Client)
     for _ in range(2):
         make_step(run, state="ready")
     make_step(run, state="running")
+    Step.objects.filter(pk=make_step(run, state="running").pk).update(awaiting_thread_since=timezone.now())  # prefetched
     make_step(run, state="pending")
     make_step(run, state="succeeded", finished_at=timezone.now() - timedelta(hours=1))
     make_step(run, state="succeeded", finished_at=timezone.now() - timedelta(days=3))  # outside 24 h
@@ -161,6 +162,7 @@ def test_overview__counts_by_state_link_to_filtered_lists(viewer_client: Client)
     step_stats = dict(re.findall(r'data-step-state="(\w+)"><span class="stat-value">([\d,]+)<', html))
     assert step_stats == {"pending": "1", "ready": "2", "running": "1", "succeeded": "1", "failed": "0",
                           "canceled": "0"}
+    assert "+1 claimed, waiting for a thread" in html
     assert f'href="{reverse("consoles:steps")}?state=ready"' in html
 
 

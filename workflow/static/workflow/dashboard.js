@@ -152,6 +152,19 @@
     if (selector) document.querySelectorAll(selector).forEach(function (el) { el.remove(); });
   });
 
+  /* ---------- browsers (results, artifacts): the highlight follows the previewed row ---------- */
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest('.browser-list a[hx-target="#preview-pane"]');
+    if (!link) return;
+    var row = link.closest("tr");
+    row.closest("tbody").querySelectorAll("tr.selected").forEach(function (tr) {
+      tr.classList.remove("selected");
+      tr.removeAttribute("aria-current");
+    });
+    row.classList.add("selected");
+    row.setAttribute("aria-current", "true");
+  });
+
   /* ---------- copy buttons ---------- */
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("[data-copy]");
