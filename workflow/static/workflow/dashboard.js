@@ -315,6 +315,11 @@
   var READABLE = 0.8;
   var MAX_SCALE = 3;
 
+  // Hiding the minimap is a preference, kept for every run page in this browser.
+  function minimapOff() {
+    try { return window.localStorage.getItem("workflow.minimap") === "off"; } catch (e) { return false; }
+  }
+
   function GraphView(root) {
     this.root = root;
     this.canvas = root.querySelector(".graph-canvas");
@@ -490,6 +495,12 @@
     if (!this.minimap || !this.mini || !this.view) return;
     var s = this.size(), p = this.port(), v = this.view;
     var big = s.w * v.scale > p.w + 1 || s.h * v.scale > p.h + 1;
+    var toggle = (this.root.closest(".graph-card") || document).querySelector('[data-graph-action="minimap"]');
+    if (toggle) {
+      toggle.hidden = !big;
+      toggle.setAttribute("aria-pressed", String(!minimapOff()));
+    }
+    big = big && !minimapOff(); // the operator may hide it: it covers the canvas's lower-right corner
     this.minimap.hidden = !big;
     if (!big) return;
     var mw = this.minimap.clientWidth, mh = this.minimap.clientHeight;
@@ -601,6 +612,10 @@
         else if (action === "zoom-out") self.zoom(0.8);
         else if (action === "fit") self.fit();
         else if (action === "actual") self.zoom(1 / self.view.scale);
+        else if (action === "minimap") {
+          try { window.localStorage.setItem("workflow.minimap", minimapOff() ? "on" : "off"); } catch (e) { /* private mode */ }
+          self.drawMinimap();
+        }
       });
     });
 
