@@ -77,6 +77,7 @@ def test_events__names_groups_multiselect_sort_and_a_one_row_filter_bar(page: An
     toggle.click()
     expect(members.nth(10)).to_be_visible()
     expect(toggle).to_have_attribute("aria-expanded", "true")
+    shoot_all(page, "events-console-expanded")
     toggle.click()
     expect(members.first).to_be_hidden()
 

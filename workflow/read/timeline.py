@@ -152,7 +152,8 @@ def timeline(run: Run, *, max_bars: int = 400, max_failures: int = 100,
         stop = bar.released_at or now
         bar.x = X_RANGE * (bar.claimed_at - start).total_seconds() / span
         bar.w = max(X_RANGE * (stop - bar.claimed_at).total_seconds() / span, MIN_BAR_WIDTH)
-        bar.w = min(bar.w, max(X_RANGE - bar.x, MIN_BAR_WIDTH))
+        bar.w = min(bar.w, X_RANGE)
+        bar.x = min(bar.x, X_RANGE - bar.w)  # a sliver at the very end stays on the axis
     lanes, shown, hidden = _lanes(bars, per_worker)
     links, retried = _links(shown)
     scale = OVERVIEW_HEIGHT / max(sum(lane.height for lane in lanes), 1)

@@ -205,13 +205,10 @@ def resume_queue(request: HttpRequest, name: str) -> HttpResponse:
 
 
 # -- events ----------------------------------------------------------------------------------------
-EventFilters = forms.EventFilters  # parsed in forms.py, shared with the API
-
-
 @viewer("workflow.view_event")
 def events(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
-    filters = EventFilters.from_params(request.GET, now)
+    filters = forms.EventFilters.from_params(request.GET, now)  # parsed in forms.py, shared with the API
     qs = filters.apply(Event.objects.all())
     if request.htmx and request.GET.get("fragment") == "new":
         # Live tail: rows newer than the newest one the page shows, newest first.

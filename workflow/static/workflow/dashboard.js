@@ -731,7 +731,7 @@
     var m = Math.floor(total / 60), s = total % 60;
     if (m < 60) return m + " min" + (s ? " " + s + " s" : "");
     var h = Math.floor(m / 60);
-    return h + " h " + (m % 60) + " min";
+    return h + " h" + (m % 60 ? " " + (m % 60) + " min" : "");
   }
 
   function Timeline(root) {
