@@ -64,7 +64,7 @@ class RunsStore:
                     self._insert_steps(cursor, run.id, run.steps, existing={}, now=now)
                     self._notify(cursor)
                     self._insert_events(cursor, [self._event_row(
-                        now, EventKind.RUN_CREATED, run_id=run.id, message=f"run created with {len(run.steps)} steps",
+                        now, EventKind.RUN_CREATED, run_id=run.id, message=f"run created with {len(run.steps)} step{'' if len(run.steps) == 1 else 's'}",
                         payload={"package": run.package, "steps": len(run.steps)},
                     )])
         except IntegrityError as exc:
