@@ -36,7 +36,7 @@ EVENT_RANGES = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": t
                 "7d": timedelta(days=7)}
 EVENT_KINDS = [
     "run_created", "run_succeeded", "run_failed", "run_canceled", "step_claimed", "step_succeeded", "step_retrying",
-    "step_failed", "step_retried", "lease_expired", "commit_rejected", "commit_error", "step_handed_back",
+    "step_failed", "step_retried", "step_input_edited", "lease_expired", "commit_rejected", "commit_error", "step_handed_back",
     "queue_paused", "queue_resumed", "queue_configured", "worker_started", "worker_stopped", "worker_error",
 ]
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -293,6 +293,8 @@ class StepsFilterForm(forms.Form):
     queue = TextField(required=False, max_length=column_length(Step, "queue"))
     kind = TextField(required=False, max_length=column_length(Step, "kind"))
     since = forms.ChoiceField(required=False, choices=[("", "any"), *((k, k) for k in SINCE_CHOICES)])
+    run = TextField(required=False, max_length=column_length(Run, "id"))
+    package = TextField(required=False, max_length=column_length(Run, "package"))
 
 
 class EventsFilterForm(forms.Form):
@@ -328,6 +330,29 @@ def parse_steps_filter(params: Mapping[str, Any]) -> FilterResult:
 def parse_events_filter(params: Mapping[str, Any]) -> FilterResult:
     """The events console's filters."""
     return _run(EventsFilterForm(_strip(params, list(EventsFilterForm.base_fields))))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BulkBinding:
+    """What a bulk-retry confirmation was shown: the preview's moment, its highest step row, its count."""
+
+    as_of: datetime
+    max_id: int
+    expected: int
+
+
+def parse_bulk_binding(params: Mapping[str, Any], *, now: datetime) -> BulkBinding:
+    """The hidden fields a retry preview posts back; raise BadInput unless a preview made them."""
+    as_of = _parse_iso(str(params.get("as_of", "")).strip()[:64])
+    if as_of is None:
+        raise BadInput("The confirmation has no valid preview time (as_of): open the preview again.")
+    numbers = {}
+    for name in ("max_id", "expected"):
+        text = str(params.get(name, "")).strip()
+        if not re.fullmatch(r"[0-9]{1,18}", text):
+            raise BadInput(f"The confirmation's {name} is not a whole number: open the preview again.")
+        numbers[name] = int(text)
+    return BulkBinding(as_of=min(as_of, now), max_id=numbers["max_id"], expected=numbers["expected"])
 
 
 def search_text(params: Mapping[str, Any], name: str, *, max_length: int = MAX_SEARCH_LENGTH) -> str:

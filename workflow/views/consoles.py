@@ -84,15 +84,17 @@ class StepFilters:
     queue: str = ""
     kind: str = ""
     since: str = ""
+    run: str = ""
+    package: str = ""
 
+    NAMES = ("state", "code", "queue", "kind", "since", "run", "package")
     field_errors: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_params(cls, params: Any) -> StepFilters:
         parsed = forms.parse_steps_filter(params)
         v = parsed.values
-        f = cls(state=v["state"], code=v["code"], queue=v["queue"], kind=v["kind"], since=v["since"],
-                field_errors=parsed.errors)
+        f = cls(**{n: v[n] for n in cls.NAMES}, field_errors=parsed.errors)
         if f.code and not f.state:
             f.state = StepState.FAILED
         terminal = f.state in TERMINAL_STEP_STATES or not f.state
@@ -116,9 +118,22 @@ class StepFilters:
             qs = qs.filter(queue=self.queue)
         if self.kind:
             qs = qs.filter(kind=self.kind)
+        if self.run:
+            qs = qs.filter(run_id=self.run)
+        if self.package:
+            qs = qs.filter(run__package=self.package)
         if self.since:
             qs = qs.filter(finished_at__gte=now - throughput.SINCE_CHOICES[self.since])
         return qs
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The filters as query parameters (links to the same view, the retry preview, the form's hidden fields)."""
+        return {n: getattr(self, n) for n in self.NAMES if getattr(self, n)}
+
+    @property
+    def can_retry_all(self) -> bool:
+        return self.state == StepState.FAILED
 
     @property
     def title(self) -> str:
@@ -144,7 +159,10 @@ def steps(request: HttpRequest) -> HttpResponse:
     else:
         page = pages.keyset_page(qs, fields=("id",), descending=True, limit=STEPS_PER_PAGE,
                                    after=request.GET.get("after"), before=request.GET.get("before"))
+    from urllib.parse import urlencode
+
     return render(request, "workflow/consoles/steps.html", {
+        "retry_url": f"{reverse('consoles:steps_retry')}?{urlencode(filters.query)}",
         "filters": filters, "page": page, "states": read_steps.STEP_STATES, "since_choices": throughput.SINCE_CHOICES,
         "queue_names": sorted(Queue.objects.values_list("name", flat=True)[:200]),
     })
