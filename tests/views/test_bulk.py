@@ -104,6 +104,19 @@ def test_retry_preview__by_run_and_by_package(operator_client: Client, gate_fail
     assert "No failed step matches" in html
 
 
+def test_retry_preview__a_runs_failures_need_no_time_window(operator_client: Client, gate_failures: tuple[str, str]) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    a, _ = gate_failures
+    Step.objects.filter(run_id=a).update(finished_at=timezone.now() - timedelta(days=3))
+    _, html = _preview(operator_client, code="gate_closed")
+    assert _count(html, "steps") == 1  # only run B's failure is in the last 24 hours
+    _, html = _preview(operator_client, run=a)
+    assert _count(html, "steps") == 3
+
+
 def test_retry_confirm__reruns_what_the_preview_counted(operator_client: Client, runtime: Any,
                                                         gate_failures: tuple[str, str]) -> None:
     _, html = _preview(operator_client, code="gate_closed")

@@ -78,7 +78,9 @@ def retry_preview(qs: Any, *, as_of: datetime, max_id: int | None = None, limit:
     preview.runs_restarting = sum(1 for state in run_states.values() if state != RunState.RUNNING)
     preview.sample = list(
         Step.objects.filter(pk__in=[pk for pk, *_ in rows[:SAMPLE_ROWS]])
-        .only("id", "run_id", "step_id", "kind", "queue", "state", "attempt", "max_attempts", "error", "finished_at")
+        .select_related("run")
+        .only("id", "run_id", "step_id", "kind", "queue", "state", "attempt", "max_attempts", "error", "finished_at",
+              "run__id", "run__name")
         .order_by("id")
     )
     if count_dependents and rows:

@@ -100,7 +100,8 @@ class StepFilters:
         terminal = f.state in TERMINAL_STEP_STATES or not f.state
         if f.since not in throughput.SINCE_CHOICES:
             # Finished history is only read through a time window: it can hold millions of rows.
-            f.since = "24h" if terminal else ""
+            # One run's steps are few and indexed by run: no window needed there.
+            f.since = "24h" if terminal and not f.run else ""
         return f
 
     @property

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
-from django.urls import reverse
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django_htmx.http import HttpResponseStopPolling
 
 from .. import forms, operator
