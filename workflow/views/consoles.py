@@ -22,7 +22,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .. import forms, operator
-from ..engine.values import ACTIVE_RUN_STATES, TERMINAL_STEP_STATES, StepState
 from ..models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step, Worker
 from ..read import charts, engine_status, pages, throughput
 from ..read import queues as read_queues
@@ -77,72 +76,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 
 # -- steps across runs (failing steps by code, steps by state, a queue's steps) ---------------------
-@dataclasses.dataclass(slots=True, kw_only=True)
-class StepFilters:
-    state: str = ""
-    code: str = ""
-    queue: str = ""
-    kind: str = ""
-    since: str = ""
-    run: str = ""
-    package: str = ""
-
-    NAMES = ("state", "code", "queue", "kind", "since", "run", "package")
-    field_errors: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def from_params(cls, params: Any) -> StepFilters:
-        parsed = forms.parse_steps_filter(params)
-        v = parsed.values
-        f = cls(**{n: v[n] for n in cls.NAMES}, field_errors=parsed.errors)
-        if f.code and not f.state:
-            f.state = StepState.FAILED
-        terminal = f.state in TERMINAL_STEP_STATES or not f.state
-        if f.since not in throughput.SINCE_CHOICES:
-            # Finished history is only read through a time window: it can hold millions of rows.
-            # One run's steps are few and indexed by run: no window needed there.
-            f.since = "24h" if terminal and not f.run else ""
-        return f
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.state in TERMINAL_STEP_STATES or not self.state
-
-    def apply(self, qs: Any, now: datetime) -> Any:
-        if self.state:
-            qs = qs.filter(state=self.state)
-        if self.state == StepState.PENDING:
-            qs = qs.filter(run_id__in=Run.objects.filter(state__in=ACTIVE_RUN_STATES).values("id"))
-        if self.code:
-            qs = qs.filter(error__code=self.code)
-        if self.queue:
-            qs = qs.filter(queue=self.queue)
-        if self.kind:
-            qs = qs.filter(kind=self.kind)
-        if self.run:
-            qs = qs.filter(run_id=self.run)
-        if self.package:
-            qs = qs.filter(run__package=self.package)
-        if self.since:
-            qs = qs.filter(finished_at__gte=now - throughput.SINCE_CHOICES[self.since])
-        return qs
-
-    @property
-    def query(self) -> dict[str, str]:
-        """The filters as query parameters (links to the same view, the retry preview, the form's hidden fields)."""
-        return {n: getattr(self, n) for n in self.NAMES if getattr(self, n)}
-
-    @property
-    def can_retry_all(self) -> bool:
-        return self.state == StepState.FAILED
-
-    @property
-    def title(self) -> str:
-        if self.code:
-            return f"Steps failing with {self.code}"
-        if self.state:
-            return f"{self.state.capitalize()} steps"
-        return "Finished steps"
+StepFilters = forms.StepFilters  # the filters live in forms.py, shared with the API
 
 
 @viewer("workflow.view_run", "workflow.view_step")
