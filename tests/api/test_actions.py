@@ -166,7 +166,7 @@ def test_retry_failed_steps__refusals(as_operator: ApiClient, as_viewer: ApiClie
     more = as_operator.post("/steps/retry-failed", {"code": "gate_closed", "expected": 2})
     assert more.status_code == 409 and "preview again" in error_of(more)["message"]
     bad = as_operator.post("/steps/retry-failed", {"since": "3y"})
-    assert bad.status_code == 422 and error_of(bad)["details"]["field"] == "since"
+    assert bad.status_code == 422 and "since" in error_of(bad)["message"]
     assert as_operator.post("/steps/retry-failed", {"code": "a\x00"}).status_code == 400
     assert as_operator.post("/steps/retry-failed", {"colour": "red"}).status_code == 422
     assert Step.objects.filter(state="failed").count() == 4

@@ -282,3 +282,18 @@ def test_edit_and_retry__refused_for_viewers_and_for_steps_not_failed(viewer_cli
                                     {"input": "{}"})
     assert response.status_code == 409
     assert Step.objects.get(step_id="charge").input == {"amount": 0}
+
+
+def test_store_retry_steps__skips_what_cannot_be_retried_with_the_reason(runtime: Any) -> None:
+    ok = run_graph(runtime, [{"id": "g", "kind": "gate", "retry": 1}, {"id": "n", "kind": "noop"}])
+    gone = run_graph(runtime, [{"id": "g", "kind": "gate", "retry": 1}, {"id": "w", "kind": "noop", "deps": ["g"]}])
+    drain(runtime)
+    Run.objects.filter(pk=gone).update(state="canceled")  # as if canceled while g was failing (a failed run cannot be)
+    done, skipped, batches = runtime.retry_steps(
+        [(ok, "g"), (ok, "g"), (ok, "n"), (ok, "ghost"), (gone, "g")], actor="otto", batch_size=2)
+    assert (done, batches) == (1, 3)
+    assert len(skipped) == 3  # the repeated (ok, "g") is retried once; "n" succeeded, "ghost" is none, "gone" canceled
+    assert any("succeeded" in why for why in skipped) and any("ghost" in why for why in skipped)
+    assert any("canceled" in why for why in skipped)
+    assert Run.objects.get(pk=ok).state == "running"
+    assert Event.objects.filter(kind="step_retried", actor="otto").count() == 1

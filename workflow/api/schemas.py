@@ -273,7 +273,7 @@ class RetryFailedIn(Schema):
     kind: str = Field("", max_length=100)
     run: str = Field("", max_length=255, description="run id")
     package: str = Field("", max_length=100)
-    since: str = Field("", description="finished within 1h, 24h or 7d; default 24h unless run is given")
+    since: Literal["", "1h", "24h", "7d"] = Field("", description="failed within; default 24h unless run is given")
     dry_run: bool = Field(False, description="only preview: count what would rerun, change nothing")
     as_of: datetime | None = Field(None, description="a dry run's as_of: only steps failed by then")
     max_id: int | None = Field(None, ge=0, lt=2**63, description="a dry run's max_id: only step rows up to it")
