@@ -297,3 +297,19 @@ def test_store_retry_steps__skips_what_cannot_be_retried_with_the_reason(runtime
     assert any("canceled" in why for why in skipped)
     assert Run.objects.get(pk=ok).state == "running"
     assert Event.objects.filter(kind="step_retried", actor="otto").count() == 1
+
+
+def test_retry_preview_and_confirm__queries_do_not_grow_per_step(operator_client: Client, runtime: Any,
+                                                                 django_assert_max_num_queries: Any) -> None:
+    n = 600
+    run_graph(runtime, [spec for i in range(n) for spec in (
+        {"id": f"g{i}", "kind": "gate", "retry": 1}, {"id": f"d{i}", "kind": "noop", "deps": [f"g{i}"]})])
+    drain(runtime, max_cycles=1000)
+    with django_assert_max_num_queries(20):  # session and user, counts, sample, 2 levels x 2 chunks of the walk
+        _, html = _preview(operator_client, code="gate_closed")
+    assert (_count(html, "steps"), _count(html, "dependents")) == (n, n)
+    with django_assert_max_num_queries(25):  # 2 batches of 500: lock, runs, one update, runs, events each
+        response = operator_client.post(reverse("consoles:steps_retry_confirm"), _confirm_data(html))
+    assert response.status_code == 302
+    assert Step.objects.filter(state="ready").count() == n
+    assert Event.objects.filter(kind="step_retried").count() == n

@@ -45,6 +45,18 @@ _CANCEL_LEASES_SQL = (
 _CANCEL_RUN_SQL = f"UPDATE workflow_run SET state = '{RunState.CANCELED}', finished_at = %s, updated_at = %s WHERE id = %s"
 
 
+def _fresh_budget(step: Step) -> tuple[dict[str, Any], int]:
+    """The retry policy after an operator retry, and its budget.
+
+    The budget resets, the numbering does not: the next lease is attempt N+1, and the policy
+    (read by every claim) now allows its own max_attempts more from here.
+    """
+    policy = dict(step.retry or {})
+    budget = int(policy.get("budget", policy.get("max_attempts", step.max_attempts)))
+    policy.update(budget=budget, max_attempts=step.attempt + budget)
+    return policy, budget
+
+
 class ControlStore:
     """Operator and fleet control: queues, pause, retry, cancel, worker registry."""
 
@@ -139,9 +151,11 @@ class ControlStore:
                     payload: Mapping[str, Any] | None = None) -> tuple[int, list[str]]:
         """Retry each failed (run id, step id) in one transaction: one event per step, naming ``actor``.
 
-        Three reads for the batch, one compare-and-set update per step (each step's budget is its
-        own), one update of the runs that run again and one insert of the events. A step that is
-        not failed (any more), or whose run is canceled, is skipped with the reason.
+        The batch's rows are locked in id order (PostgreSQL; SQLite's write lock covers the whole
+        transaction), so the checks hold until commit; then one update per group of steps sharing
+        an attempt count and retry policy (usually one group), one update of the runs that run
+        again and one insert of the events. A step that is not failed, or whose run is canceled,
+        is skipped with the reason.
         """
         wanted = list(dict.fromkeys(pairs))
         if not wanted:
@@ -149,10 +163,13 @@ class ControlStore:
         skipped: list[str] = []
         events: list[tuple[Any, ...]] = []
         rerun: set[str] = set()
+        groups: dict[tuple[int, str], list[Step]] = {}
         with self._transaction() as cursor:
             rows = Step.objects.using(self.using).filter(
                 run_id__in={r for r, _ in wanted}, step_id__in={s for _, s in wanted}
-            ).only("id", "run_id", "step_id", "queue", "state", "attempt", "max_attempts", "retry", "error")
+            ).only("id", "run_id", "step_id", "queue", "state", "attempt", "max_attempts", "retry", "error").order_by("id")
+            if self.is_postgres:
+                rows = rows.select_for_update(of=("self",))
             found = {(row.run_id, row.step_id): row for row in rows}
             run_states = dict(Run.objects.using(self.using).filter(pk__in={r for r, _ in found})
                               .values_list("id", "state"))
@@ -165,13 +182,17 @@ class ControlStore:
                 elif step.state != StepState.FAILED:
                     skipped.append(f"step {step_id!r} of run {run_id!r} is {step.state}; only a failed step can be retried")
                 else:
-                    event = self._retry_row(step, now, actor=actor, payload=payload)
-                    if event is None:
-                        skipped.append(f"step {step_id!r} of run {run_id!r} is no longer failed")
-                        continue
-                    events.append(event)
+                    key = (step.attempt, json.dumps(step.retry or {}, sort_keys=True))
+                    groups.setdefault(key, []).append(step)
                     if run_states.get(run_id) != RunState.RUNNING:
                         rerun.add(run_id)
+            for (attempt, _), steps in groups.items():
+                policy, budget = _fresh_budget(steps[0])
+                Step.objects.using(self.using).filter(pk__in=[st.pk for st in steps], state=StepState.FAILED).update(
+                    state=StepState.READY, max_attempts=attempt + budget, retry=policy, available_at=now,
+                    started_at=None, finished_at=None, updated_at=now,
+                )
+                events.extend(self._retried_event(st, now, actor=actor, budget=budget, payload=payload) for st in steps)
             if events:
                 self._rerun(cursor, rerun, now)
                 self._insert_events(cursor, events)
@@ -224,17 +245,17 @@ class ControlStore:
     def _retry_row(self, step: Step, now: datetime, *, actor: str, payload: Mapping[str, Any] | None = None,
                    extra: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
         """Move one failed step back to ready (compare-and-set); its event row, or None if it was not failed."""
-        # The budget resets, the numbering does not: the next lease is attempt N+1, and the
-        # policy (read by every claim) now allows its own max_attempts more from here.
-        policy = dict(step.retry or {})
-        budget = int(policy.get("budget", policy.get("max_attempts", step.max_attempts)))
-        policy.update(budget=budget, max_attempts=step.attempt + budget)
+        policy, budget = _fresh_budget(step)
         updated = Step.objects.using(self.using).filter(pk=step.pk, state=StepState.FAILED).update(
             state=StepState.READY, max_attempts=step.attempt + budget, retry=policy, available_at=now,
             started_at=None, finished_at=None, updated_at=now, **(extra or {}),
         )
         if not updated:
             return None
+        return self._retried_event(step, now, actor=actor, budget=budget, payload=payload)
+
+    def _retried_event(self, step: Step, now: datetime, *, actor: str, budget: int,
+                       payload: Mapping[str, Any] | None) -> tuple[Any, ...]:
         return self._event_row(
             now, EventKind.STEP_RETRIED, severity=Severity.INFO, run_id=step.run_id, step_id=step.step_id,
             queue=step.queue, actor=actor, message=f"retried by {actor}" if actor else "retried",
