@@ -313,3 +313,13 @@ def test_retry_preview_and_confirm__queries_do_not_grow_per_step(operator_client
     assert response.status_code == 302
     assert Step.objects.filter(state="ready").count() == n
     assert Event.objects.filter(kind="step_retried").count() == n
+
+
+def test_failure_views__link_to_the_preview(operator_client: Client, gate_failures: tuple[str, str]) -> None:
+    a, _ = gate_failures
+    html = operator_client.get(reverse("workflow:run", args=[a])).content.decode()
+    assert f'href="/ops/steps/retry/?run={a}"' in html  # by run: beside "Retry failed steps"
+    html = operator_client.get(reverse("consoles:queues")).content.decode()
+    assert 'href="/ops/steps/?state=failed&amp;queue=default"' in html  # by queue
+    html = operator_client.get(reverse("consoles:packages")).content.decode()
+    assert 'href="/ops/steps/?state=failed&amp;package=t"' in html  # by package
