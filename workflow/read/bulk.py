@@ -98,7 +98,12 @@ def blocked_dependents(selected: set[int], run_ids: set[str], *, limit: int = DE
     selected failures along unsatisfied edges and not from any other failed step of the same runs
     (a failure this retry leaves alone keeps it blocked). Dependencies never cross runs.
     """
-    others = set(Step.objects.filter(run_id__in=run_ids, state=StepState.FAILED).values_list("id", flat=True)) - selected
+    runs = sorted(run_ids)
+    others: set[int] = set()
+    for start in range(0, len(runs), _CHUNK):
+        others.update(Step.objects.filter(run_id__in=runs[start:start + _CHUNK], state=StepState.FAILED)
+                      .values_list("id", flat=True))
+    others -= selected
     reached, exact = _pending_reach(selected, limit)
     if others and reached:
         doomed, doomed_exact = _pending_reach(others, limit)

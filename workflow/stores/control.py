@@ -11,6 +11,7 @@ from typing import Any
 from django.db import (
     transaction,
 )
+from django.db.models import Q
 
 from ..engine.errors import InvalidState, NotFound
 from ..engine.rules import EventKind, LeaseOutcome, Severity
@@ -165,9 +166,13 @@ class ControlStore:
         rerun: set[str] = set()
         groups: dict[tuple[int, str], list[Step]] = {}
         with self._transaction() as cursor:
-            rows = Step.objects.using(self.using).filter(
-                run_id__in={r for r, _ in wanted}, step_id__in={s for _, s in wanted}
-            ).only("id", "run_id", "step_id", "queue", "state", "attempt", "max_attempts", "retry", "error").order_by("id")
+            by_run: dict[str, list[str]] = {}
+            for run_id, step_id in wanted:
+                by_run.setdefault(run_id, []).append(step_id)
+            exact = Q()  # one term per run: the batch's exact pairs, never a cross product of runs and ids
+            for run_id, step_ids in by_run.items():
+                exact |= Q(run_id=run_id, step_id__in=step_ids)
+            rows = Step.objects.using(self.using).filter(exact).only("id", "run_id", "step_id", "queue", "state", "attempt", "max_attempts", "retry", "error").order_by("id")
             if self.is_postgres:
                 rows = rows.select_for_update(of=("self",))
             found = {(row.run_id, row.step_id): row for row in rows}
