@@ -323,3 +323,35 @@ def test_failure_views__link_to_the_preview(operator_client: Client, gate_failur
     assert 'href="/ops/steps/?state=failed&amp;queue=default"' in html  # by queue
     html = operator_client.get(reverse("consoles:packages")).content.decode()
     assert 'href="/ops/steps/?state=failed&amp;package=t"' in html  # by package
+
+
+def test_store_retry_steps__two_concurrent_bulk_retries_retry_each_step_once(runtime: Any) -> None:
+    """The batch's rows are locked in id order: the second retry finds the steps ready and skips them."""
+    import threading
+
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises writers with its IMMEDIATE transactions; the row locks matter on PostgreSQL")
+    run_id = run_graph(runtime, [{"id": f"g{i}", "kind": "gate", "retry": 1} for i in range(300)])
+    drain(runtime)
+    pairs = [(run_id, f"g{i}") for i in range(300)]
+    results: list[tuple[int, list[str], int]] = []
+    barrier = threading.Barrier(2)
+
+    def retry(order: list[tuple[str, str]]) -> None:
+        try:
+            barrier.wait()
+            results.append(runtime.retry_steps(order, actor="otto", batch_size=100))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=retry, args=(p,)) for p in (pairs, pairs[::-1])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sum(done for done, _, _ in results) == 300
+    assert sum(len(skipped) for _, skipped, _ in results) == 300
+    assert Event.objects.filter(kind="step_retried").count() == 300
+    assert Step.objects.filter(run_id=run_id, state="ready").count() == 300
