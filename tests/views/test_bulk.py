@@ -223,6 +223,13 @@ def test_edit_and_retry__form_on_the_failed_steps_page(operator_client: Client, 
     html = operator_client.get(reverse("workflow:step", args=[charge_failure, "charge"])).content.decode()
     assert 'id="edit-input-json"' in html and "Charge" in html
     assert "&quot;amount&quot;: 0" in html
+    assert 'id="edit-input" data-keep' in html and '<details class="edit-input" id="edit-input" data-keep="edit-' in html
+    panel = operator_client.get(reverse("workflow:step", args=[charge_failure, "charge"]), HTTP_HX_REQUEST="true")
+    link = f"/runs/{charge_failure}/steps/charge/?edit=1#edit-input"
+    assert link in panel.content.decode() and 'id="edit-input-json"' not in panel.content.decode()
+    opened = operator_client.get(reverse("workflow:step", args=[charge_failure, "charge"]), {"edit": "1"}).content.decode()
+    assert re.search(r'<details class="edit-input" id="edit-input" data-keep="edit-\d+" open>', opened)
+    assert not re.search(r'<details class="edit-input" id="edit-input" data-keep="edit-\d+" open>', html)
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -26,6 +26,7 @@ def step_detail(request: HttpRequest, run_id: str, step_id: str) -> HttpResponse
     step = _get_step(run_id, step_id)
     context = panel_context(step, request.user)
     context["as_page"] = request.GET.get("as_page") == "1"  # the step page's own poll: no link to itself
+    context["edit_open"] = request.GET.get("edit") == "1"  # the panel's "Edit input and retry…" link opens the form
     if request.htmx and not request.htmx.boosted:
         response = render_fragment(request, "workflow/_step_panel.html", context)
         if request.GET.get("poll") and not (context["is_step_active"] and step.run.is_active):
