@@ -260,7 +260,7 @@ def test_edit_and_retry__runs_with_the_new_input_and_keeps_the_original(operator
     assert step.state == "ready" and step.input == {"amount": 5}
     assert step.original_input["input"] == {"amount": 0} and step.original_input["edits"] == 1
     edited = Event.objects.get(kind="step_input_edited")
-    assert edited.actor == "otto" and "otto" in edited.message
+    assert edited.actor == "otto" and edited.message == "input edited by otto: amount changed"
     assert edited.payload["previous_input"] == {"amount": 0} and edited.payload["input"] == {"amount": 5}
     assert '-  "amount": 0' in edited.payload["diff"] and '+  "amount": 5' in edited.payload["diff"]
     assert Event.objects.get(kind="step_retried").payload["input_edited"] is True

@@ -58,6 +58,20 @@ def _fresh_budget(step: Step) -> tuple[dict[str, Any], int]:
     return policy, budget
 
 
+def _what_changed(old: Any, new: Any) -> str:
+    """A few words for the edit event's message: the top-level keys that changed, when both are objects."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return ": the whole value replaced" if old != new else ": unchanged"
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING))
+    if not keys:
+        return ": unchanged"
+    shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return f": {shown} changed"
+
+
+_MISSING = object()
+
+
 class ControlStore:
     """Operator and fleet control: queues, pause, retry, cancel, worker registry."""
 
@@ -228,7 +242,7 @@ class ControlStore:
             self._insert_events(cursor, [self._event_row(
                 now, EventKind.STEP_INPUT_EDITED, severity=Severity.WARNING, run_id=run_id, step_id=step_id,
                 queue=step.queue, actor=actor,
-                message=(f"input edited by {actor}" if actor else "input edited") + f" ({len(diff)} diff lines)",
+                message=(f"input edited by {actor}" if actor else "input edited") + _what_changed(previous, new_input),
                 payload={"previous_input": previous if small else None, "input": new_input if small else None,
                          "too_large_to_copy": not small, "diff": diff[:EDIT_DIFF_MAX_LINES],
                          "diff_truncated": len(diff) > EDIT_DIFF_MAX_LINES, "edits": kept["edits"]},
