@@ -55,6 +55,11 @@ def test_every_model_is_registered_without_full_counts() -> None:
         assert model_admin.show_full_result_count is False, model
 
 
+def test_admin_index__names_every_model_in_plain_english(admin_client_: Client) -> None:
+    page = admin_client_.get(reverse("admin:index")).content.decode()
+    assert "Dependencies" in page and "Dependencys" not in page
+
+
 def test_changelists_and_change_pages_render(admin_client_: Client, report_run: str, failed_run: str) -> None:
     for model in MODELS:
         response = admin_client_.get(changelist(model))

@@ -156,6 +156,7 @@ class Dependency(models.Model):
     satisfied = models.BooleanField(default=False)
 
     class Meta:
+        verbose_name_plural = "dependencies"
         constraints = [models.UniqueConstraint(fields=["step", "depends_on"], name="dependency_unique")]
 
     def __str__(self) -> str:

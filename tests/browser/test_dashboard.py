@@ -110,6 +110,9 @@ def test_preview_and_download_artifacts(page: Any, live_server: Any, runtime: An
 
     page.get_by_role("link", name="summary.json").click()
     expect(pane.locator("pre")).to_contain_text('"distinct": 2')
+    selected = page.locator(".browser-list tr.selected")  # the highlight follows the previewed row
+    expect(selected).to_have_count(1)
+    expect(selected).to_contain_text("summary.json")
 
     page.get_by_role("link", name="pixel.png").click()
     expect(pane.locator("img")).to_be_visible()

@@ -159,6 +159,14 @@ def test_graph__ten_thousand_steps_readable_at_first_sight_zoom_pan_and_jump(pag
     view = graph.get_attribute("viewBox")
     minimap.click(position={"x": 10, "y": 10})
     assert graph.get_attribute("viewBox") != view
+    # It covers the canvas's lower-right corner, so the operator can put it away (and back).
+    toggle = page.get_by_role("button", name="Map")
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    toggle.click()
+    expect(minimap).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    toggle.click()
+    expect(minimap).to_be_visible()
 
     # Jump to a step hidden in the group: its page of the group opens, centred and selected.
     page.get_by_label("Step id").fill("transform-07777")

@@ -151,6 +151,7 @@ def test_overview__counts_by_state_link_to_filtered_lists(viewer_client: Client)
     for _ in range(2):
         make_step(run, state="ready")
     make_step(run, state="running")
+    Step.objects.filter(pk=make_step(run, state="running").pk).update(awaiting_thread_since=timezone.now())  # prefetched
     make_step(run, state="pending")
     make_step(run, state="succeeded", finished_at=timezone.now() - timedelta(hours=1))
     make_step(run, state="succeeded", finished_at=timezone.now() - timedelta(days=3))  # outside 24 h
@@ -161,6 +162,7 @@ def test_overview__counts_by_state_link_to_filtered_lists(viewer_client: Client)
     step_stats = dict(re.findall(r'data-step-state="(\w+)"><span class="stat-value">([\d,]+)<', html))
     assert step_stats == {"pending": "1", "ready": "2", "running": "1", "succeeded": "1", "failed": "0",
                           "canceled": "0"}
+    assert "+1 claimed, waiting for a thread" in html
     assert f'href="{reverse("consoles:steps")}?state=ready"' in html
 
 
@@ -495,8 +497,9 @@ def _field_error(html: str, name: str) -> str:
         ({"name": "x", "tags": "[oops"}, "tags", "not valid JSON"),
         ({"name": "x", "box": '{"height": 2}'}, "box", "width: missing required field"),
         ({"name": "x", "color": '"green"'}, "color", "choose one of the listed values"),
+        ({"name": "x", "count": ""}, "count", "required (the default was 2)"),
     ],
-    ids=["required", "not-integer", "post-init", "list-item", "bad-json", "nested", "enum"],
+    ids=["required", "not-integer", "post-init", "list-item", "bad-json", "nested", "enum", "cleared-default"],
 )
 def test_start_form__bad_field_shows_error_beside_it_and_creates_nothing(
     operator_client: Client, site_registry: Registry, post: dict, field_name: str, message: str
@@ -528,6 +531,18 @@ def test_start_form__good_input_starts_the_run_and_redirects_to_it(
     assert Step.objects.get(run=run).input == {"n": 3}
     recent = operator_client.get(reverse("consoles:submissions"), {"package": "painter"}).content.decode()
     assert run.id in recent and "state-pending" in recent
+
+
+def test_start_form__a_cleared_text_field_runs_with_empty_text_not_the_default(
+    operator_client: Client, site_registry: Registry
+) -> None:
+    html = operator_client.get(reverse("consoles:start_run", args=["painter"])).content.decode()
+    assert re.search(r'for="f-count">count <span class="req"', html)  # a cleared number is refused: marked
+    response = operator_client.post(reverse("consoles:start_run", args=["painter"]), {
+        "name": "n", "count": "2", "ratio": "1.5", "color": '"red"', "box": "",
+    })
+    assert response.status_code == 302
+    assert Run.objects.get().input["box"] is None  # "or empty" means empty, as shown
 
 
 def test_start_form__untyped_package_takes_a_json_textarea(operator_client: Client, site_registry: Registry) -> None:

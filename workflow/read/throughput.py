@@ -210,7 +210,8 @@ def step_state_counts(*, since: timedelta, now: datetime | None = None) -> dict[
     # Grouped by queue so SQLite reads the ready-only index (a bare count scans a covering index of all steps).
     counts[StepState.READY] = sum(Step.objects.filter(state=StepState.READY).order_by().values_list("queue")
                                   .annotate(n=Count("id")).values_list("n", flat=True))
-    counts[StepState.RUNNING] = Step.objects.running().count()
+    # Running means executing: a step a worker claimed ahead (prefetch) waits for a thread, counted apart.
+    counts[StepState.RUNNING] = Step.objects.running().filter(awaiting_thread_since__isnull=True).count()
     # One equality subquery per active state: with millions of finished runs, SQLite's planner scans the
     # whole run table for ``state IN (...)`` but seeks the state index for ``state = ...``.
     in_active_run = Q()
@@ -223,6 +224,11 @@ def step_state_counts(*, since: timedelta, now: datetime | None = None) -> dict[
         if state in TERMINAL_STEP_STATES:
             counts[state] = n
     return counts
+
+
+def claimed_awaiting_thread() -> int:
+    """Steps a worker has leased but not yet started: its threads are all busy (prefetch)."""
+    return Step.objects.running().filter(awaiting_thread_since__isnull=False).count()
 
 
 RUN_COUNT_CAP = 100_000

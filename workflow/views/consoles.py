@@ -59,6 +59,7 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
         "run_total": sum(n for n, _ in run_counts.values()),
         "run_total_capped": any(capped for _, capped in run_counts.values()),
         "step_counts": throughput.step_state_counts(since=timedelta(hours=24), now=now),
+        "claimed_awaiting": throughput.claimed_awaiting_thread(),
         "failures": throughput.failure_groups(now=now),
         "leases": engine_status.lease_counts(now=now),
         "workers": engine_status.workers(now=now, limit=20),

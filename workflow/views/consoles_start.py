@@ -130,6 +130,9 @@ def build_fields(schema: dict[str, Any]) -> list[FormField]:
         if nullable:
             f.type_name += " or empty"
         _initial(f)
+        # A cleared field runs what the operator sees: empty text is "", a cleared number or choice
+        # without "or empty" is an error, never the default applied behind the operator's back.
+        f.required = f.required or (f.has_default and not nullable and f.widget not in ("checkbox", "text"))
         fields.append(f)
     return fields
 
@@ -153,6 +156,8 @@ def parse_fields(fields: list[FormField], data: Any) -> tuple[Any, bool]:
             f.checked = data.get(f.name) in ("on", "true", "1")
             raw[f.name] = f.checked
             continue
+        if f.name not in data and f.has_default:
+            continue  # not sent at all (a script, not the form): the dataclass default applies
         text = data.get(f.name, "")
         f.value = text
         problem = forms.text_problem(text)
@@ -161,10 +166,12 @@ def parse_fields(fields: list[FormField], data: Any) -> tuple[Any, bool]:
             ok = False
             continue
         if not text.strip():
-            if f.nullable and not f.has_default:
+            if f.nullable:
                 raw[f.name] = None
+            elif f.widget == "text" and f.has_default:
+                raw[f.name] = text
             elif f.required:
-                f.error = "required"
+                f.error = "required" + (f" (the default was {json.dumps(f.schema['default'])})" if f.has_default else "")
                 ok = False
             continue  # omitted: the dataclass default applies
         try:

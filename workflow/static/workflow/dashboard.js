@@ -152,6 +152,19 @@
     if (selector) document.querySelectorAll(selector).forEach(function (el) { el.remove(); });
   });
 
+  /* ---------- browsers (results, artifacts): the highlight follows the previewed row ---------- */
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest('.browser-list a[hx-target="#preview-pane"]');
+    if (!link) return;
+    var row = link.closest("tr");
+    row.closest("tbody").querySelectorAll("tr.selected").forEach(function (tr) {
+      tr.classList.remove("selected");
+      tr.removeAttribute("aria-current");
+    });
+    row.classList.add("selected");
+    row.setAttribute("aria-current", "true");
+  });
+
   /* ---------- copy buttons ---------- */
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("[data-copy]");
@@ -301,6 +314,11 @@
   var MIN_READABLE = 0.55; // below this scale labels are unreadable: open at READABLE instead
   var READABLE = 0.8;
   var MAX_SCALE = 3;
+
+  // Hiding the minimap is a preference, kept for every run page in this browser.
+  function minimapOff() {
+    try { return window.localStorage.getItem("workflow.minimap") === "off"; } catch (e) { return false; }
+  }
 
   function GraphView(root) {
     this.root = root;
@@ -477,6 +495,12 @@
     if (!this.minimap || !this.mini || !this.view) return;
     var s = this.size(), p = this.port(), v = this.view;
     var big = s.w * v.scale > p.w + 1 || s.h * v.scale > p.h + 1;
+    var toggle = (this.root.closest(".graph-card") || document).querySelector('[data-graph-action="minimap"]');
+    if (toggle) {
+      toggle.hidden = !big;
+      toggle.setAttribute("aria-pressed", String(!minimapOff()));
+    }
+    big = big && !minimapOff(); // the operator may hide it: it covers the canvas's lower-right corner
     this.minimap.hidden = !big;
     if (!big) return;
     var mw = this.minimap.clientWidth, mh = this.minimap.clientHeight;
@@ -588,6 +612,10 @@
         else if (action === "zoom-out") self.zoom(0.8);
         else if (action === "fit") self.fit();
         else if (action === "actual") self.zoom(1 / self.view.scale);
+        else if (action === "minimap") {
+          try { window.localStorage.setItem("workflow.minimap", minimapOff() ? "on" : "off"); } catch (e) { /* private mode */ }
+          self.drawMinimap();
+        }
       });
     });
 

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflow', '0009_api_token'),
+        ('workflow', '0010_dependency_verbose_name'),
     ]
 
     operations = [
