@@ -193,7 +193,7 @@ class StepAdmin(ReadOnlyEngineAdmin):
     actions = ["retry_selected_failed_steps"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Step]:
-        return super().get_queryset(request).defer("input", "result")
+        return super().get_queryset(request).defer("input", "original_input", "result")
 
     @admin.display(description="run", ordering="run")
     def run_link(self, obj: Step) -> str:

@@ -23,7 +23,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.datastructures import MultiValueDict
 
-from .engine.values import RunState, StepState
+from .engine.values import ACTIVE_RUN_STATES, TERMINAL_STEP_STATES, RunState, StepState
 from .models import Event, Run, Step
 from .read.throughput import SINCE_CHOICES
 
@@ -37,7 +37,7 @@ EVENT_RANGES = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": t
                 "7d": timedelta(days=7)}
 EVENT_KINDS = [
     "run_created", "run_succeeded", "run_failed", "run_canceled", "step_claimed", "step_succeeded", "step_retrying",
-    "step_failed", "step_retried", "lease_expired", "commit_rejected", "commit_error", "step_handed_back",
+    "step_failed", "step_retried", "step_input_edited", "lease_expired", "commit_rejected", "commit_error", "step_handed_back",
     "queue_paused", "queue_resumed", "queue_configured", "worker_started", "worker_stopped", "worker_error",
 ]
 EVENT_SORTS: dict[str, tuple[tuple[str, ...], tuple[bool, ...]]] = {
@@ -300,6 +300,8 @@ class StepsFilterForm(forms.Form):
     queue = TextField(required=False, max_length=column_length(Step, "queue"))
     kind = TextField(required=False, max_length=column_length(Step, "kind"))
     since = forms.ChoiceField(required=False, choices=[("", "any"), *((k, k) for k in SINCE_CHOICES)])
+    run = TextField(required=False, max_length=column_length(Run, "id"))
+    package = TextField(required=False, max_length=column_length(Run, "package"))
 
 
 class MultipleTextField(forms.Field):
@@ -353,6 +355,76 @@ def parse_runs_filter(params: Mapping[str, Any]) -> FilterResult:
 def parse_steps_filter(params: Mapping[str, Any]) -> FilterResult:
     """The cross-run steps console's filters."""
     return _run(StepsFilterForm(_strip(params, list(StepsFilterForm.base_fields))))
+
+
+@dataclass(slots=True, kw_only=True)
+class StepFilters:
+    """The cross-run steps console's filters, parsed and applied (the retry preview and the API use them too)."""
+
+    state: str = ""
+    code: str = ""
+    queue: str = ""
+    kind: str = ""
+    since: str = ""
+    run: str = ""
+    package: str = ""
+
+    NAMES = ("state", "code", "queue", "kind", "since", "run", "package")
+    field_errors: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params: Any) -> StepFilters:
+        parsed = parse_steps_filter(params)
+        v = parsed.values
+        f = cls(**{n: v[n] for n in cls.NAMES}, field_errors=parsed.errors)
+        if f.code and not f.state:
+            f.state = StepState.FAILED
+        terminal = f.state in TERMINAL_STEP_STATES or not f.state
+        if f.since not in SINCE_CHOICES:
+            # Finished history is only read through a time window: it can hold millions of rows.
+            # One run's steps are few and indexed by run: no window needed there.
+            f.since = "24h" if terminal and not f.run else ""
+        return f
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STEP_STATES or not self.state
+
+    def apply(self, qs: Any, now: datetime) -> Any:
+        if self.state:
+            qs = qs.filter(state=self.state)
+        if self.state == StepState.PENDING:
+            qs = qs.filter(run_id__in=Run.objects.filter(state__in=ACTIVE_RUN_STATES).values("id"))
+        if self.code:
+            qs = qs.filter(error__code=self.code)
+        if self.queue:
+            qs = qs.filter(queue=self.queue)
+        if self.kind:
+            qs = qs.filter(kind=self.kind)
+        if self.run:
+            qs = qs.filter(run_id=self.run)
+        if self.package:
+            qs = qs.filter(run__package=self.package)
+        if self.since:
+            qs = qs.filter(finished_at__gte=now - SINCE_CHOICES[self.since])
+        return qs
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The filters as query parameters (links to the same view, the retry preview, the form's hidden fields)."""
+        return {n: getattr(self, n) for n in self.NAMES if getattr(self, n)}
+
+    @property
+    def can_retry_all(self) -> bool:
+        return self.state == StepState.FAILED
+
+    @property
+    def title(self) -> str:
+        if self.code:
+            return f"Steps failing with {self.code}"
+        if self.state:
+            return f"{self.state.capitalize()} steps"
+        return "Finished steps"
 
 
 def parse_events_filter(params: Mapping[str, Any]) -> FilterResult:
@@ -461,6 +533,29 @@ class EventFilters:
 def _text_of(params: Mapping[str, Any], name: str) -> str:
     value = params.get(name, "")
     return value.strip() if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BulkBinding:
+    """What a bulk-retry confirmation was shown: the preview's moment, its highest step row, its count."""
+
+    as_of: datetime
+    max_id: int
+    expected: int
+
+
+def parse_bulk_binding(params: Mapping[str, Any], *, now: datetime) -> BulkBinding:
+    """The hidden fields a retry preview posts back; raise BadInput unless a preview made them."""
+    as_of = _parse_iso(str(params.get("as_of", "")).strip()[:64])
+    if as_of is None:
+        raise BadInput("The confirmation has no valid preview time (as_of): open the preview again.")
+    numbers = {}
+    for name in ("max_id", "expected"):
+        text = str(params.get(name, "")).strip()
+        if not re.fullmatch(r"[0-9]{1,18}", text):
+            raise BadInput(f"The confirmation's {name} is not a whole number: open the preview again.")
+        numbers[name] = int(text)
+    return BulkBinding(as_of=min(as_of, now), max_id=numbers["max_id"], expected=numbers["expected"])
 
 
 def search_text(params: Mapping[str, Any], name: str, *, max_length: int = MAX_SEARCH_LENGTH) -> str:

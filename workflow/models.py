@@ -86,6 +86,9 @@ class Step(models.Model):
     parent_step_id = models.CharField(max_length=255, null=True, blank=True)
     dedup_key = models.CharField(max_length=255, null=True, blank=True)
     input = models.JSONField(decoder=TextSafeDecoder, null=True, blank=True)
+    # Set by the first "edit input and retry": {"input": the input the step was made with, "edits": n,
+    # "edited_by", "edited_at"} (a wrapper, so an original null input is told from no edit at all).
+    original_input = models.JSONField(decoder=TextSafeDecoder, null=True, blank=True)
     metadata = models.JSONField(decoder=TextSafeDecoder, default=dict, blank=True)
     retry = models.JSONField(decoder=TextSafeDecoder, default=dict, blank=True)
     state = models.CharField(max_length=16, choices=[(s.value, s.value) for s in StepState])

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .conf import runtime
-from .engine.errors import WorkflowError
-from .engine.values import QueueConfig, RunHandle
+from .engine.errors import InvalidInput, InvalidState, NotFound, UnknownKind, WorkflowError
+from .engine.values import QueueConfig, RunHandle, StepState
 
 
 def actor_name(user: Any) -> str:
@@ -56,6 +56,7 @@ class BulkResult:
 
     done: int = 0
     skipped: list[str] = field(default_factory=list)
+    batches: int = 0
 
     @property
     def summary(self) -> str:
@@ -86,6 +87,56 @@ def retry_failed_steps(pairs: Iterable[tuple[str, str]], *, user: Any = None) ->
         except WorkflowError as exc:
             result.skipped.append(str(exc))
     return result
+
+
+def retry_steps_bulk(pairs: list[tuple[str, str]], *, user: Any = None, payload: dict[str, Any] | None = None,
+                     batch_size: int = 500) -> BulkResult:
+    """Retry many failed steps in bounded batches (one transaction each), one event per step naming the user.
+
+    ``payload`` joins every step's ``step_retried`` event (the bulk action's id and filters), so
+    the events console finds all the steps one confirmation retried.
+    """
+    done, skipped, batches = runtime().retry_steps(pairs, actor=actor_name(user), batch_size=batch_size,
+                                                   payload=payload)
+    return BulkResult(done=done, skipped=skipped, batches=batches)
+
+
+def check_step_input(kind: str, value: Any) -> None:
+    """Check ``value`` against the input type of ``kind``'s executor; ``InvalidInput.field`` names the bad path.
+
+    A kind this site does not register cannot be checked, so its input is not edited here.
+    """
+    from .engine import registry as registry_module
+    from .engine import typed
+
+    try:
+        executor = registry_module.registry.executor(kind)
+    except UnknownKind:
+        raise InvalidInput(f"kind {kind!r} is not registered in this site, so an edited input cannot be checked "
+                           "against its type", field="input") from None
+    if not executor.is_typed:
+        return
+    try:
+        typed.decode(executor.input_type, value)
+    except typed.InputError as exc:
+        path = f"input.{exc.path}" if exc.path else "input"
+        raise InvalidInput(f"{path}: {exc.problem}", field=path) from exc
+    except (TypeError, RecursionError) as exc:
+        raise InvalidInput(f"input: kind {kind!r} has an input type that cannot be checked: {exc}",
+                           field="input") from exc
+
+
+def retry_step_with_input(run_id: str, step_id: str, new_input: Any, *, user: Any = None) -> None:
+    """Retry a failed step with a patched input, checked against its executor's type first; audited."""
+    from .models import Step
+
+    step = Step.objects.filter(run_id=run_id, step_id=step_id).only("kind", "state").first()
+    if step is None:
+        raise NotFound(f"step {step_id!r} does not exist in run {run_id!r}")
+    if step.state != StepState.FAILED:
+        raise InvalidState(f"step {step_id!r} is {step.state}; only a failed step can be retried")
+    check_step_input(step.kind, new_input)
+    runtime().retry_step_with_input(run_id, step_id, new_input, actor=actor_name(user))
 
 
 def retry_failed_in_runs(run_ids: Iterable[str], *, user: Any = None) -> BulkResult:

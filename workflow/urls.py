@@ -14,7 +14,7 @@ from typing import Any
 from django.urls import URLPattern, include, path, register_converter
 
 from . import views
-from .views import auth, consoles, consoles_start, schedules
+from .views import auth, bulk, consoles, consoles_start, schedules
 
 
 class IdConverter:
@@ -55,6 +55,7 @@ dashboard_patterns = [
     page("runs/<wfid:run_id>/artifacts/", views.artifacts, "artifacts"),
     page("runs/<wfid:run_id>/steps/<wfid:step_id>/", views.step_detail, "step"),
     page("runs/<wfid:run_id>/steps/<wfid:step_id>/retry/", views.retry_step, "retry_step"),
+    page("runs/<wfid:run_id>/steps/<wfid:step_id>/edit-and-retry/", views.retry_step_edit, "retry_step_edit"),
     page("artifacts/<wfid:artifact_id>/download/", views.download_artifact, "download_artifact"),
     page("records/", views.records, "records"),
     page("search/", views.search, "search"),
@@ -69,6 +70,8 @@ dashboard_patterns = [
 console_patterns = [
     page("", consoles.overview, "overview"),
     page("steps/", consoles.steps, "steps"),
+    page("steps/retry/", bulk.retry_preview, "steps_retry"),
+    page("steps/retry/confirm/", bulk.retry_confirm, "steps_retry_confirm"),
     page("queues/", consoles.queues, "queues"),
     page("queues/<wfid:name>/pause/", consoles.pause_queue, "pause_queue"),
     page("queues/<wfid:name>/resume/", consoles.resume_queue, "resume_queue"),

@@ -122,3 +122,80 @@ def test_pause_and_resume_queue(as_operator: ApiClient, active_run: str) -> None
 def test_actions__get_is_405(as_operator: ApiClient, failed_run: str) -> None:
     response = as_operator.get(f"/runs/{failed_run}/cancel")
     assert response.status_code == 405 and error_of(response)["details"]["allowed"] == ["POST"]
+
+
+# -- bulk retry by filter, and retry with a patched input ----------------------------------------------
+def _gate_failures(runtime: Any) -> None:
+    from tests.conftest import drain, run_graph
+    from tests.views.test_bulk import GRAPH_A, GRAPH_B
+
+    run_graph(runtime, GRAPH_A)
+    run_graph(runtime, GRAPH_B)
+    drain(runtime)
+
+
+def test_retry_failed_steps__dry_run_previews_then_the_bound_call_retries_that(as_operator: ApiClient,
+                                                                               runtime: Any) -> None:
+    from tests.conftest import drain, run_graph
+    from tests.views.conftest import GATE
+
+    _gate_failures(runtime)
+    dry = as_operator.post("/steps/retry-failed", {"code": "gate_closed", "dry_run": True})
+    assert dry.status_code == 200, dry.content
+    preview = dry.json()
+    assert (preview["selected"], preview["dependents"], preview["runs"], preview["done"]) == (3, 4, 2, 0)
+    assert {s["step_id"] for s in preview["sample"]} == {"g1", "g2", "g"}
+    assert not Event.objects.filter(kind="step_retried").exists()
+    late = run_graph(runtime, [{"id": "late", "kind": "gate", "retry": 1}])
+    drain(runtime)
+    before = set(Step.objects.exclude(state="succeeded").values_list("id", flat=True))
+    done = as_operator.post("/steps/retry-failed", {"code": "gate_closed", "as_of": preview["as_of"],
+                                                    "max_id": preview["max_id"], "expected": preview["selected"]})
+    assert done.status_code == 200, done.content
+    assert (done.json()["done"], done.json()["batches"], done.json()["skipped"]) == (3, 1, [])
+    assert Step.objects.get(run_id=late, step_id="late").state == "failed"  # failed after the preview
+    assert set(Event.objects.filter(kind="step_retried").values_list("actor", flat=True)) == {"otto"}
+    GATE["open"] = True
+    drain(runtime)
+    assert Step.objects.filter(id__in=before, state="succeeded").count() == preview["selected"] + preview["dependents"]
+
+
+def test_retry_failed_steps__refusals(as_operator: ApiClient, as_viewer: ApiClient, runtime: Any) -> None:
+    _gate_failures(runtime)
+    assert as_viewer.post("/steps/retry-failed", {"code": "gate_closed"}).status_code == 403
+    more = as_operator.post("/steps/retry-failed", {"code": "gate_closed", "expected": 2})
+    assert more.status_code == 409 and "preview again" in error_of(more)["message"]
+    bad = as_operator.post("/steps/retry-failed", {"since": "3y"})
+    assert bad.status_code == 422 and "since" in error_of(bad)["message"]
+    assert as_operator.post("/steps/retry-failed", {"code": "a\x00"}).status_code == 400
+    assert as_operator.post("/steps/retry-failed", {"colour": "red"}).status_code == 422
+    assert Step.objects.filter(state="failed").count() == 4
+
+
+@pytest.fixture
+def charge_failure(runtime: Any, monkeypatch: pytest.MonkeyPatch, demo_package: Any) -> Any:
+    from tests.conftest import drain, run_graph
+    from workflow import Registry
+    from workflow.conf import reset_runtime
+    from workflow.engine import registry as registry_module
+
+    monkeypatch.setattr(registry_module, "registry", Registry([demo_package]))
+    reset_runtime()
+    run_id = run_graph(runtime, [{"id": "charge", "kind": "charge", "input": {"amount": 0}}])
+    drain(runtime)
+    yield run_id
+    reset_runtime()
+
+
+def test_retry_with_input__checked_against_the_type_then_kept(as_operator: ApiClient, charge_failure: str) -> None:
+    url = f"/runs/{charge_failure}/steps/charge/retry-with-input"
+    bad = as_operator.post(url, {"input": {"amount": "ten"}})
+    assert bad.status_code == 422 and error_of(bad)["details"]["field"] == "input.amount"
+    assert Step.objects.get(step_id="charge").input == {"amount": 0}
+    assert as_operator.post(url, {}).status_code == 422  # input is required
+    ok = as_operator.post(url, {"input": {"amount": 3}})
+    assert ok.status_code == 200, ok.content
+    step = Step.objects.get(step_id="charge")
+    assert step.state == "ready" and step.input == {"amount": 3} and step.original_input["input"] == {"amount": 0}
+    assert Event.objects.get(kind="step_input_edited").actor == "otto"
+    assert as_operator.post(url, {"input": {"amount": 4}}).status_code == 409  # not failed any more

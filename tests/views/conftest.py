@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -25,8 +26,22 @@ FAILED_GRAPH = [
 ]
 
 
+@dataclass(frozen=True)
+class Charge:
+    """The typed input of the "charge" kind: edit-and-retry checks an edited input against it."""
+
+    amount: int
+    currency: str = "EUR"
+
+
 def add_dashboard_kinds(pkg: Package) -> None:
     """The kinds the dashboard tests need, beside the engine tests' kinds of package "t"."""
+
+    @pkg.executor("charge")
+    def charge(step: StepContext, params: Charge) -> dict:
+        if params.amount <= 0:
+            raise permanent("invalid_amount", f"amount must be positive, got {params.amount}")
+        return {"charged": params.amount, "currency": params.currency}
 
     @pkg.executor("gate")
     def gate(step: StepContext) -> dict:

@@ -23,6 +23,7 @@ def page_urls(run_id: str, artifact_id: str) -> list[str]:
         reverse("workflow:artifacts", args=[run_id]),
         reverse("workflow:download_artifact", args=[artifact_id]),
         reverse("workflow:records"),
+        reverse("consoles:steps_retry") + "?code=boom",
     ]
 
 
@@ -32,6 +33,9 @@ def action_posts(run_id: str) -> list[tuple[str, dict[str, Any]]]:
         (reverse("workflow:cancel_run", args=[run_id]), {}),
         (reverse("workflow:runs_bulk"), {"action": "cancel", "run": [run_id]}),
         (reverse("workflow:runs_bulk"), {"action": "retry_failed", "run": [run_id]}),
+        (reverse("workflow:retry_step_edit", args=[run_id, "b"]), {"input": "{}"}),
+        (reverse("consoles:steps_retry_confirm"), {"code": "boom", "as_of": "2030-01-01T00:00:00+00:00",
+                                                   "max_id": "999999", "expected": "99"}),
     ]
 
 

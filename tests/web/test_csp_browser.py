@@ -30,7 +30,7 @@ def test_pages_work_under_the_csp_without_violations(page: Any, live_server: Any
 
     login(page, live_server.url)
     for path in ("/runs/", f"/runs/{run_id}/", "/ops/", "/ops/queues/", "/ops/events/", "/ops/packages/",
-                 "/ops/steps/?state=failed", "/records/", "/search/?q=nothing-matches-this", "/admin/"):
+                 "/ops/steps/?state=failed", "/ops/steps/retry/?code=boom", f"/runs/{run_id}/steps/b/", "/records/", "/search/?q=nothing-matches-this", "/admin/"):
         response = page.goto(f"{live_server.url}{path}")
         policy = response.headers.get("content-security-policy", "")
         assert "script-src 'self'" in policy and "unsafe-eval" not in policy, path

@@ -118,6 +118,7 @@ def page_urls(run_id: str, artifact_id: str) -> dict[str, str]:
         "workflow:login": reverse("workflow:login"),
         "consoles:overview": reverse("consoles:overview"),
         "consoles:steps": reverse("consoles:steps"),
+        "consoles:steps_retry": reverse("consoles:steps_retry"),
         "consoles:queues": reverse("consoles:queues"),
         "consoles:events": reverse("consoles:events"),
         "consoles:packages": reverse("consoles:packages"),
@@ -129,7 +130,8 @@ def page_urls(run_id: str, artifact_id: str) -> dict[str, str]:
 
 POST_NAMES = {"workflow:runs_bulk", "workflow:cancel_run", "workflow:retry_step", "consoles:pause_queue",
               "consoles:resume_queue", "consoles:start_run", "workflow:pause_schedule", "workflow:resume_schedule",
-              "workflow:run_schedule_now", "workflow:logout"}
+              "workflow:run_schedule_now", "workflow:logout", "consoles:steps_retry_confirm",
+              "workflow:retry_step_edit"}
 
 
 def check(response: Any, what: str) -> None:
@@ -176,7 +178,8 @@ form_values = st.one_of(nasty_text, json_values.map(json.dumps), dates,
 
 
 @FUZZ
-@given(body=st.dictionaries(st.sampled_from(["__input__", "run_name", "action", "run", "next", "step", "x"]),
+@given(body=st.dictionaries(st.sampled_from(["__input__", "run_name", "action", "run", "next", "step", "x", "input",
+                                             "as_of", "max_id", "expected", "code", "package", "since"]),
                             form_values, max_size=5),
        queue=path_ids, step_id=path_ids, run_id=path_ids, htmx=st.booleans())
 def test_actions__any_form_body(site: dict[str, Any], body: dict[str, str], queue: str, step_id: str, run_id: str,
@@ -186,5 +189,7 @@ def test_actions__any_form_body(site: dict[str, Any], body: dict[str, str], queu
     for url in (reverse("consoles:start_run", args=["t"]), reverse("workflow:runs_bulk"),
                 f"/ops/queues/{queue}/pause/", f"/ops/queues/{queue}/resume/",
                 f"/runs/{run_id}/cancel/", f"/runs/{site['run']}/steps/{step_id}/retry/",
+                f"/runs/{site['run']}/steps/{step_id}/edit-and-retry/", f"/runs/{run_id}/steps/report/edit-and-retry/",
+                reverse("consoles:steps_retry_confirm"),
                 f"/schedules/{queue}/pause/", f"/schedules/{queue}/resume/", f"/schedules/{queue}/run/"):
         check(client.post(url, body, **headers), url)

@@ -264,6 +264,54 @@ class BulkOut(Schema):
     skipped: list[str]
 
 
+class RetryFailedIn(Schema):
+    """Which failed steps to retry (the steps console's filters), and the preview to bind to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field("", max_length=100, description="error code")
+    queue: str = Field("", max_length=100)
+    kind: str = Field("", max_length=100)
+    run: str = Field("", max_length=255, description="run id")
+    package: str = Field("", max_length=100)
+    since: Literal["", "1h", "24h", "7d"] = Field("", description="failed within; default 24h unless run is given")
+    dry_run: bool = Field(False, description="only preview: count what would rerun, change nothing")
+    as_of: datetime | None = Field(None, description="a dry run's as_of: only steps failed by then")
+    max_id: int | None = Field(None, ge=0, lt=2**63, description="a dry run's max_id: only step rows up to it")
+    expected: int | None = Field(None, ge=0, lt=2**63, description="a dry run's selected: refuse (409) if more match")
+
+
+class RetrySampleOut(Schema):
+    run_id: str
+    step_id: str
+    kind: str
+    queue: str
+    error_code: str
+
+
+class RetryFailedOut(Schema):
+    dry_run: bool
+    as_of: datetime
+    max_id: int
+    matching: int = Field(description="failed steps matching (runs not canceled), before the cap")
+    selected: int = Field(description="failed steps this call retries (dry run: would retry)")
+    canceled_runs: int = Field(description="matching failed steps of canceled runs: never retried")
+    runs: int
+    runs_restarting: int
+    dependents: int = Field(description="blocked pending steps that run once the selected steps succeed")
+    dependents_exact: bool
+    sample: list[RetrySampleOut]
+    done: int = 0
+    skipped: list[str] = Field(default_factory=list)
+    batches: int = 0
+
+
+class RetryWithInputIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    input: Any = Field(description="the step's new input (JSON), checked against its kind's input type")
+
+
 class ScheduleRunOut(Schema):
     id: str
     state: str

@@ -27,6 +27,7 @@ class EventKind(enum.StrEnum):
     STEP_RETRYING = "step_retrying"  # an attempt failed; another one is due
     STEP_FAILED = "step_failed"
     STEP_RETRIED = "step_retried"  # an operator retried a failed step
+    STEP_INPUT_EDITED = "step_input_edited"  # an operator patched a failed step's input before retrying it
     STEP_HANDED_BACK = "step_handed_back"
     LEASE_EXPIRED = "lease_expired"
     COMMIT_REJECTED = "commit_rejected"

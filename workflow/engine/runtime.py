@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -127,6 +127,31 @@ class Runtime:
     def retry_step(self, run_id: str, step_id: str, *, actor: str = "") -> None:
         """Move a failed step back to ready with fresh attempts; its run is running again."""
         self.store.retry_step(run_id, step_id, actor=actor, now=self.clock())
+
+    def retry_steps(
+        self, pairs: Sequence[tuple[str, str]], *, actor: str = "", batch_size: int = 500,
+        payload: Mapping[str, Any] | None = None,
+    ) -> tuple[int, list[str], int]:
+        """Retry many failed steps, ``batch_size`` per transaction; return (retried, skipped reasons, batches).
+
+        Each batch commits on its own: a long list never holds one lock for long, and a failure
+        part-way leaves the batches before it done (each step's event says so).
+        """
+        if batch_size < 1:
+            raise InvalidInput(f"batch_size must be at least 1, got {batch_size}", field="batch_size")
+        done, skipped, batches = 0, [], 0
+        for start in range(0, len(pairs), batch_size):
+            n, why = self.store.retry_steps(pairs[start:start + batch_size], actor=actor, now=self.clock(),
+                                            payload=payload)
+            done += n
+            skipped.extend(why)
+            batches += 1
+        return done, skipped, batches
+
+    def retry_step_with_input(self, run_id: str, step_id: str, new_input: Any, *, actor: str = "") -> None:
+        """Retry a failed step with ``new_input`` (JSON); the caller has checked it against the kind's type."""
+        value = to_json_value(f"input of step {step_id!r}", new_input, field="input")
+        self.store.retry_step_with_input(run_id, step_id, value, actor=actor, now=self.clock())
 
     def cancel_run(self, run_id: str, *, actor: str = "") -> int:
         """Cancel every unfinished step; running executors see ``cancelled`` and their commits are discarded."""

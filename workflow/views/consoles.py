@@ -22,7 +22,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .. import forms, operator
-from ..engine.values import ACTIVE_RUN_STATES, TERMINAL_STEP_STATES, StepState
 from ..models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step, Worker
 from ..read import charts, engine_status, event_rows, pages, throughput
 from ..read import queues as read_queues
@@ -78,56 +77,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 
 # -- steps across runs (failing steps by code, steps by state, a queue's steps) ---------------------
-@dataclasses.dataclass(slots=True, kw_only=True)
-class StepFilters:
-    state: str = ""
-    code: str = ""
-    queue: str = ""
-    kind: str = ""
-    since: str = ""
-
-    field_errors: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def from_params(cls, params: Any) -> StepFilters:
-        parsed = forms.parse_steps_filter(params)
-        v = parsed.values
-        f = cls(state=v["state"], code=v["code"], queue=v["queue"], kind=v["kind"], since=v["since"],
-                field_errors=parsed.errors)
-        if f.code and not f.state:
-            f.state = StepState.FAILED
-        terminal = f.state in TERMINAL_STEP_STATES or not f.state
-        if f.since not in throughput.SINCE_CHOICES:
-            # Finished history is only read through a time window: it can hold millions of rows.
-            f.since = "24h" if terminal else ""
-        return f
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.state in TERMINAL_STEP_STATES or not self.state
-
-    def apply(self, qs: Any, now: datetime) -> Any:
-        if self.state:
-            qs = qs.filter(state=self.state)
-        if self.state == StepState.PENDING:
-            qs = qs.filter(run_id__in=Run.objects.filter(state__in=ACTIVE_RUN_STATES).values("id"))
-        if self.code:
-            qs = qs.filter(error__code=self.code)
-        if self.queue:
-            qs = qs.filter(queue=self.queue)
-        if self.kind:
-            qs = qs.filter(kind=self.kind)
-        if self.since:
-            qs = qs.filter(finished_at__gte=now - throughput.SINCE_CHOICES[self.since])
-        return qs
-
-    @property
-    def title(self) -> str:
-        if self.code:
-            return f"Steps failing with {self.code}"
-        if self.state:
-            return f"{self.state.capitalize()} steps"
-        return "Finished steps"
+StepFilters = forms.StepFilters  # the filters live in forms.py, shared with the API
 
 
 @viewer("workflow.view_run", "workflow.view_step")
@@ -145,7 +95,10 @@ def steps(request: HttpRequest) -> HttpResponse:
     else:
         page = pages.keyset_page(qs, fields=("id",), descending=True, limit=STEPS_PER_PAGE,
                                    after=request.GET.get("after"), before=request.GET.get("before"))
+    from urllib.parse import urlencode
+
     return render(request, "workflow/consoles/steps.html", {
+        "retry_url": f"{reverse('consoles:steps_retry')}?{urlencode(filters.query)}",
         "filters": filters, "page": page, "states": read_steps.STEP_STATES, "since_choices": throughput.SINCE_CHOICES,
         "queue_names": sorted(Queue.objects.values_list("name", flat=True)[:200]),
     })

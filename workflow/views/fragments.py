@@ -6,6 +6,7 @@ Both pages import it from here, so neither imports the other for it.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from typing import Any
 
@@ -14,6 +15,7 @@ from ..models import Step
 from ..read import browse, steps
 
 DIFF_LINES_MAX = 200
+EDIT_MAX_CHARS = 256 * 1024  # a bigger input is edited through the API, not a textarea
 
 
 # Log lines open with their time; every line of two attempts would differ by it alone.
@@ -51,6 +53,31 @@ def attempt_history(leases: list[Any]) -> list[dict[str, Any]]:
     return rows[::-1]
 
 
+def edit_context(step: Step) -> dict[str, Any]:
+    """The "edit input and retry" form: the current input as JSON text, and the kind's input type if known."""
+    from ..engine import registry as registry_module
+    from ..engine import typed
+    from ..engine.errors import UnknownKind
+
+    type_name, schema_json = "", ""
+    try:
+        executor = registry_module.registry.executor(step.kind)
+    except UnknownKind:
+        type_name = "unknown here"
+    else:
+        if executor.is_typed:
+            type_name = typed._type_name(executor.input_type)
+            try:
+                schema_json = json.dumps(typed.json_schema(executor.input_type), indent=2)
+            except TypeError:
+                schema_json = ""
+        else:
+            type_name = "any JSON"
+    text = json.dumps(step.input, indent=2, ensure_ascii=False)
+    return {"edit_text": "" if len(text) > EDIT_MAX_CHARS else text, "edit_too_large": len(text) > EDIT_MAX_CHARS,
+            "edit_error": "", "edit_type": type_name, "edit_schema_json": schema_json}
+
+
 def panel_context(step: Step, user: Any) -> dict[str, Any]:
     """The step panel; what the viewer's permissions do not cover is neither read nor shown."""
     detail = steps.step_detail(
@@ -61,7 +88,11 @@ def panel_context(step: Step, user: Any) -> dict[str, Any]:
         with_artifacts=user.has_perm("workflow.view_artifact"),
     )
     history = attempt_history(detail.attempts)
+    original = step.original_input if isinstance(step.original_input, dict) else None
     return {
+        "input_edit": original,
+        "original_input_json": browse.pretty_json(original.get("input")) if original else "",
+        **(edit_context(step) if step.state == StepState.FAILED and user.has_perm("workflow.operate") else {}),
         "attempt_rows": history,
         "current_attempt": history[0] if history else None,
         "step": step,

@@ -6,9 +6,11 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django_htmx.http import HttpResponseStopPolling
 
-from .. import operator
+from .. import forms, operator
+from ..engine.errors import InvalidInput
 from ..models import Step
 from .common import operator_action, render_fragment, viewer
 from .fragments import panel_context
@@ -24,12 +26,36 @@ def step_detail(request: HttpRequest, run_id: str, step_id: str) -> HttpResponse
     step = _get_step(run_id, step_id)
     context = panel_context(step, request.user)
     context["as_page"] = request.GET.get("as_page") == "1"  # the step page's own poll: no link to itself
+    context["edit_open"] = request.GET.get("edit") == "1"  # the panel's "Edit input and retry…" link opens the form
     if request.htmx and not request.htmx.boosted:
         response = render_fragment(request, "workflow/_step_panel.html", context)
         if request.GET.get("poll") and not (context["is_step_active"] and step.run.is_active):
             response.status_code = HttpResponseStopPolling.status_code
         return response
     return render(request, "workflow/step.html", context)
+
+
+@operator_action
+def retry_step_edit(request: HttpRequest, run_id: str, step_id: str) -> HttpResponse:
+    """Retry a failed step with the input edited on its page; a bad input changes nothing (400, error beside it)."""
+    step = _get_step(run_id, step_id)
+    text = request.POST.get("input", "")
+    error = ""
+    try:
+        value = forms.parse_json(text, label="The input")
+    except forms.BadInput as exc:
+        error = str(exc)
+    else:
+        try:
+            operator.retry_step_with_input(run_id, step_id, value, user=request.user)
+        except InvalidInput as exc:
+            error = str(exc)
+    if error:
+        context = panel_context(step, request.user)
+        context.update(as_page=True, edit_text=text, edit_error=error)
+        return render(request, "workflow/step.html", context, status=400)
+    messages.success(request, f"Step {step_id} will run again with the edited input; the original input is kept.")
+    return HttpResponseRedirect(reverse("workflow:step", args=[run_id, step_id]))
 
 
 @operator_action
