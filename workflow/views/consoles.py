@@ -8,7 +8,7 @@ Every page is login-only with view permissions; actions are POST, CSRF-checked, 
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
