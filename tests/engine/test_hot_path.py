@@ -1,0 +1,120 @@
+"""The hot path's cost, pinned: SQL statements and rows written per step and per chain hop (issue 17).
+
+A step is "commit one no-op step, then claim the next" in one ``complete_and_claim`` transaction, as a
+worker with one thread does it; a chain hop is the same where the committed step releases the one it
+claims. The bounds are what the store achieves today on each database: raising one needs a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from tests.conftest import run_graph
+from workflow.engine.rules import LeaseOutcome
+from workflow.engine.values import ClaimRequest, Outcome, StepState
+from workflow.models import Event, Lease, Step
+from workflow.stores.db import DjangoStore
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# (statements, rows written) per step and per hop, on each database.
+BOUNDS = {
+    "sqlite": {"step": (14, 6), "hop": (16, 8)},
+    "postgresql": {"step": (13, 6), "hop": (16, 9)},
+}
+_WRITE = re.compile(r"^\s*(WITH\b.*?\)\s*)?(INSERT|UPDATE|DELETE)\b", re.IGNORECASE | re.DOTALL)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.rows_written = 0
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        self.statements.append(sql)
+        result = execute(sql, params, many, context)
+        if _WRITE.match(sql) or "INSERT INTO" in sql.upper() or "UPDATE WORKFLOW_" in sql.upper():
+            cursor = context["cursor"]
+            self.rows_written += max(cursor.rowcount, 0) if not many else _rows_of(cursor, params)
+        return result
+
+
+def _rows_of(cursor: Any, params: Any) -> int:
+    count = cursor.rowcount
+    return count if count is not None and count >= 0 else len(list(params))
+
+
+@contextmanager
+def counting() -> Iterator[Counter]:
+    counter = Counter()
+    with connection.execute_wrapper(counter):
+        yield counter
+
+
+def _request() -> ClaimRequest:
+    return ClaimRequest(worker_id="w-hot", limit=1, lease_duration=timedelta(seconds=30))
+
+
+def _done(step: Any) -> Outcome:
+    now = timezone.now()
+    return Outcome(step=step, next_state=StepState.SUCCEEDED, result={"ok": 1}, started_at=now, finished_at=now,
+                   lease_outcome=LeaseOutcome.SUCCEEDED, log="did it\n")
+
+
+def _hop(store: DjangoStore, step: Any) -> tuple[Counter, Any]:
+    with counting() as counter:
+        report, claimed = store.complete_and_claim([_done(step)], _request(), timezone.now())
+    assert report.committed == 1 and report.succeeded == 1
+    return counter, claimed
+
+
+def _walk(runtime: Any, steps: list[dict]) -> list[Counter]:
+    """Claim the first step, then commit-and-claim until the run is done; the counters of each call."""
+    run_graph(runtime, steps)
+    store = DjangoStore()
+    _, claimed = store.complete_and_claim([], _request(), timezone.now())
+    counters = []
+    while claimed.steps:
+        (step,) = claimed.steps
+        counter, claimed = _hop(store, step)
+        counters.append(counter)
+    assert len(counters) == len(steps)
+    assert set(Step.objects.values_list("state", flat=True)) == {"succeeded"}
+    return counters
+
+
+def _check(kind: str, counters: list[Counter]) -> None:
+    middle = counters[1:-1]  # the first claim starts the run and the last commit finishes it
+    statements = max(len(c.statements) for c in middle)
+    rows = max(c.rows_written for c in middle)
+    bound = BOUNDS[connection.vendor][kind]
+    detail = "\n".join(counters[1].statements)
+    print(f"{connection.vendor} {kind}: {statements} statements, {rows} rows written\n{detail}")
+    assert statements <= bound[0] and rows <= bound[1], (
+        f"{kind} costs {statements} statements and {rows} rows written (bound {bound}):\n{detail}"
+    )
+
+
+def test_hot_path__statements_and_writes_per_independent_step(runtime):
+    counters = _walk(runtime, [{"id": f"s{i}", "kind": "noop"} for i in range(5)])
+    _check("step", counters)
+    # What the store must still keep of each attempt: one attempt row each, with its outcome and log.
+    leases = list(Lease.objects.order_by("claimed_at"))
+    assert [(x.outcome, x.log) for x in leases] == [("succeeded", "did it\n")] * 5
+    assert all(x.released_at and x.started_at for x in leases)
+
+
+def test_hot_path__statements_and_writes_per_chain_hop(runtime):
+    steps = [{"id": "s0", "kind": "noop"}] + [{"id": f"s{i}", "kind": "noop", "deps": [f"s{i - 1}"]} for i in range(1, 6)]
+    counters = _walk(runtime, steps)
+    _check("hop", counters)
+    assert Lease.objects.filter(outcome="succeeded").count() == 6
+    assert Event.objects.filter(kind="run_succeeded").count() == 1
