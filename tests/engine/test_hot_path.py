@@ -27,8 +27,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # (statements, rows written) per step and per hop, on each database.
 BOUNDS = {
-    "sqlite": {"step": (14, 6), "hop": (16, 8)},
-    "postgresql": {"step": (13, 6), "hop": (16, 9)},
+    "sqlite": {"step": (12, 4), "hop": (14, 6)},
+    "postgresql": {"step": (11, 4), "hop": (14, 7)},
 }
 _WRITE = re.compile(r"^\s*(WITH\b.*?\)\s*)?(INSERT|UPDATE|DELETE)\b", re.IGNORECASE | re.DOTALL)
 

@@ -289,7 +289,8 @@ class ClaimStore:
         now_db, expires_db = self._dt(now), self._dt(expires)
         claimed: list[ClaimedStep] = []
         unreadable: list[Outcome] = []
-        step_updates, lease_rows, events = [], [], []
+        # No step_claimed event: the attempt row records the claim (read/events.py shows it as one).
+        step_updates, lease_rows = [], []
         starting = len(rows) if req.start_now is None else req.start_now
         for pk, run_id, step_id, kind, queue, site, raw_input, metadata, parent, retry, attempt, timeout, available in rows:
             token = _lease_token()
@@ -297,8 +298,6 @@ class ClaimStore:
             awaiting = None if len(step_updates) < starting else now_db  # the rest wait for a thread
             step_updates.append((token, req.worker_id, expires_db, now_db, awaiting, now_db, pk))
             lease_rows.append((pk, run_id, attempt, req.worker_id, token, now_db, expires_db))
-            events.append(self._event_row(now, EventKind.STEP_CLAIMED, severity=Severity.DEBUG, run_id=run_id, step_id=step_id,
-                                          queue=queue, worker_id=req.worker_id, payload={"attempt": attempt}))
             lease = LeaseInfo(token=token, worker_id=req.worker_id, attempt=attempt, claimed_at=now, expires_at=expires)
             try:
                 claimed.append(ClaimedStep(
@@ -318,7 +317,6 @@ class ClaimStore:
                                           finished_at=now, lease_outcome=LeaseOutcome.FAILED))
         cursor.executemany(_LEASE_STEPS_SQL, step_updates)
         cursor.executemany(_INSERT_LEASES_SQL, lease_rows)
-        self._insert_events(cursor, events)
         run_ids = sorted({c.run_id for c in claimed})
         for chunk in _chunks(run_ids):
             cursor.execute(_START_RUNS_SQL.format(runs=_marks(len(chunk))), [now_db, now_db, *chunk])

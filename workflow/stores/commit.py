@@ -173,7 +173,9 @@ class CommitStore:
                 now_db, o.lease_outcome or str(state), o.error.code if o.error else "",
                 o.error.message[:10000] if o.error else "", o.log, self._dt(o.started_at), o.step.lease.token,
             ))
-            events.append(self._outcome_event(o, now))
+            event = self._outcome_event(o, now)
+            if event is not None:
+                events.append(event)
             if state == StepState.SUCCEEDED:
                 succeeded += 1
             elif state == StepState.READY:
@@ -227,7 +229,13 @@ class CommitStore:
             found.update(token for token, outcome in cursor.fetchall() if outcome and outcome == wanted[token])
         return found
 
-    def _outcome_event(self, o: Outcome, now: datetime) -> tuple[Any, ...]:
+    def _outcome_event(self, o: Outcome, now: datetime) -> tuple[Any, ...] | None:
+        """The event of a commit, or None for a routine success: its attempt row records it
+        (read/events.py shows it as ``step_succeeded``); retries, failures, reclaims stay events."""
+        report = outcome_report(next_state=o.next_state, lease_outcome=o.lease_outcome, attempt=o.step.attempt,
+                                error_code=o.error.code if o.error else None)
+        if report.kind == EventKind.STEP_SUCCEEDED:
+            return None
         step = o.step
         payload: dict[str, Any] = {"attempt": step.attempt, "max_attempts": step.retry.max_attempts}
         if o.started_at and o.finished_at:
@@ -239,8 +247,6 @@ class CommitStore:
                 payload["emitted"] = len(o.children)
         elif o.next_state == StepState.READY:
             payload["next_attempt_at"] = o.available_at.isoformat() if o.available_at else None
-        report = outcome_report(next_state=o.next_state, lease_outcome=o.lease_outcome, attempt=step.attempt,
-                                error_code=o.error.code if o.error else None)
         return self._event_row(now, report.kind, severity=report.severity, run_id=step.run_id, step_id=step.step_id,
                                queue=step.queue, worker_id=step.lease.worker_id, message=report.message, payload=payload)
 

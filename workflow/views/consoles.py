@@ -25,6 +25,7 @@ from .. import forms, operator
 from ..engine.values import ACTIVE_RUN_STATES, TERMINAL_STEP_STATES, StepState
 from ..models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step, Worker
 from ..read import charts, engine_status, pages, throughput
+from ..read import events as event_reads
 from ..read import queues as read_queues
 from ..read import steps as read_steps
 from .common import operator_action, render_fragment, viewer
@@ -273,7 +274,7 @@ class EventFilters:
 def events(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     filters = EventFilters.from_params(request.GET, now)
-    qs = filters.apply(Event.objects.all())
+    qs, as_events = event_reads.console_source(filters)  # claims and successes come from attempt rows
     if request.htmx and request.GET.get("fragment") == "new":
         # Live tail: rows newer than the newest one the page shows, newest first.
         try:
@@ -282,19 +283,20 @@ def events(request: HttpRequest) -> HttpResponse:
             return HttpResponse(status=204)
         if not 0 <= newer_than < 2**63:
             return HttpResponse(status=204)
-        rows = list(qs.filter(id__gt=newer_than).order_by("-id")[:EVENTS_PER_PAGE])
+        rows = as_events(list(qs.filter(id__gt=newer_than).order_by("-id")[:EVENTS_PER_PAGE]))
         if not rows:
             return HttpResponse(status=204)
         return render_fragment(request, "workflow/consoles/_event_rows.html", {"events": rows, "fresh": True})
     page = pages.keyset_page(qs, fields=("id",), descending=True, limit=EVENTS_PER_PAGE,
                                after=request.GET.get("after"), before=request.GET.get("before"))
+    page.rows = as_events(page.rows)
     is_live = not request.GET.get("after") and not request.GET.get("before") and filters.until_at is None
     from urllib.parse import urlencode
 
     return render(request, "workflow/consoles/events.html", {
         "filters": filters, "page": page, "events": page.rows, "kinds": EVENT_KINDS, "is_live": is_live,
         "severities": Event.Severity.values, "ranges": EVENT_RANGES,
-        "baseline_id": page.rows[0].id if page.rows else (Event.objects.order_by("-id").values_list("id", flat=True).first() or 0),
+        "baseline_id": page.rows[0].id if page.rows else (qs.order_by("-id").values_list("id", flat=True).first() or 0),
         "poll_url": f"{reverse('consoles:events')}?{urlencode({**filters.query, 'fragment': 'new'})}",
     })
 
