@@ -77,8 +77,12 @@ class Scheduler:
         burst: bool = False,
         max_cycles: int | None = None,
         worker_id: str | None = None,
+        log_steps: bool = False,
     ) -> None:
         self.store = store
+        # Routine per-step lines (claimed, succeeded) at INFO only when asked (runworkers --log-steps),
+        # else at DEBUG: formatting two lines per step costs the hot path. Retries and failures stay INFO.
+        self.step_log_level = logging.INFO if log_steps else logging.DEBUG
         self.runner = runner
         self.clock = clock
         self.observer: Observer = observer if observer is not None else NullObserver()
@@ -311,9 +315,9 @@ class Scheduler:
                 self.runner.discard_blobs(outcome.artifacts)  # its artifact rows never committed
             if outcome.lease_outcome != "expired":
                 self._log_outcome(outcome)
-        for step in claimed.steps if log.isEnabledFor(logging.INFO) else ():
-            log.info("step claimed run=%s step=%s kind=%s attempt=%d worker=%s", step.run_id, step.step_id,
-                      step.kind, step.attempt, self.worker_id)
+        for step in claimed.steps if log.isEnabledFor(self.step_log_level) else ():
+            log.log(self.step_log_level, "step claimed run=%s step=%s kind=%s attempt=%d worker=%s", step.run_id,
+                    step.step_id, step.kind, step.attempt, self.worker_id)
         return report, claimed
 
     def _observe(self, outcomes: Sequence[Outcome], report: CommitReport, claimed: ClaimResult) -> None:
@@ -358,7 +362,8 @@ class Scheduler:
                             rejected=frozenset(rejected))
 
     def _log_outcome(self, outcome: Outcome) -> None:
-        if not log.isEnabledFor(logging.INFO):
+        level = self.step_log_level if outcome.next_state == StepState.SUCCEEDED else logging.INFO
+        if not log.isEnabledFor(level):
             return
         step = outcome.step
         duration = (
@@ -367,8 +372,8 @@ class Scheduler:
         )
         state = {StepState.READY: "retrying"}.get(outcome.next_state, str(outcome.next_state))
         extra = f" code={outcome.error.code}" if outcome.error else ""
-        log.info("step %s run=%s step=%s kind=%s attempt=%d duration_ms=%.1f worker=%s%s", state, step.run_id,
-                 step.step_id, step.kind, step.attempt, duration, self.worker_id, extra)
+        log.log(level, "step %s run=%s step=%s kind=%s attempt=%d duration_ms=%.1f worker=%s%s", state, step.run_id,
+                step.step_id, step.kind, step.attempt, duration, self.worker_id, extra)
 
     def _dispatch(self, steps: Sequence[ClaimedStep]) -> None:
         # The store marked the first ``free`` of them executing; the rest wait for a thread.
