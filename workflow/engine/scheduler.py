@@ -51,6 +51,22 @@ class _Running:
     thread: threading.Thread | None = None
 
 
+def _log_outcome(outcome: Outcome, routine_level: int, worker_id: str) -> None:
+    """One line per committed attempt: a success at ``routine_level``, a retry or failure at INFO."""
+    level = routine_level if outcome.next_state == StepState.SUCCEEDED else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    step = outcome.step
+    duration = (
+        (outcome.finished_at - outcome.started_at).total_seconds() * 1000
+        if outcome.started_at and outcome.finished_at else 0.0
+    )
+    state = {StepState.READY: "retrying"}.get(outcome.next_state, str(outcome.next_state))
+    extra = f" code={outcome.error.code}" if outcome.error else ""
+    log.log(level, "step %s run=%s step=%s kind=%s attempt=%d duration_ms=%.1f worker=%s%s", state, step.run_id,
+            step.step_id, step.kind, step.attempt, duration, worker_id, extra)
+
+
 class Scheduler:
     """One worker process's loop. ``run`` until ``stop``; ``cycle`` for a single pass.
 
@@ -314,7 +330,7 @@ class Scheduler:
             if outcome.step.lease.token in report.rejected:
                 self.runner.discard_blobs(outcome.artifacts)  # its artifact rows never committed
             if outcome.lease_outcome != "expired":
-                self._log_outcome(outcome)
+                _log_outcome(outcome, self.step_log_level, self.worker_id)
         for step in claimed.steps if log.isEnabledFor(self.step_log_level) else ():
             log.log(self.step_log_level, "step claimed run=%s step=%s kind=%s attempt=%d worker=%s", step.run_id,
                     step.step_id, step.kind, step.attempt, self.worker_id)
@@ -360,20 +376,6 @@ class Scheduler:
         return CommitReport(succeeded=total.succeeded, retried=total.retried, failed=total.failed,
                             discarded=total.discarded, runs_finished=tuple(total.runs_finished),
                             rejected=frozenset(rejected))
-
-    def _log_outcome(self, outcome: Outcome) -> None:
-        level = self.step_log_level if outcome.next_state == StepState.SUCCEEDED else logging.INFO
-        if not log.isEnabledFor(level):
-            return
-        step = outcome.step
-        duration = (
-            (outcome.finished_at - outcome.started_at).total_seconds() * 1000
-            if outcome.started_at and outcome.finished_at else 0.0
-        )
-        state = {StepState.READY: "retrying"}.get(outcome.next_state, str(outcome.next_state))
-        extra = f" code={outcome.error.code}" if outcome.error else ""
-        log.log(level, "step %s run=%s step=%s kind=%s attempt=%d duration_ms=%.1f worker=%s%s", state, step.run_id,
-                step.step_id, step.kind, step.attempt, duration, self.worker_id, extra)
 
     def _dispatch(self, steps: Sequence[ClaimedStep]) -> None:
         # The store marked the first ``free`` of them executing; the rest wait for a thread.
