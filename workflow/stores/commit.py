@@ -47,6 +47,8 @@ _RELEASE_LEASES_SQL = (
     "UPDATE workflow_lease SET released_at = %s, outcome = %s, error_code = %s, error_message = %s,"
     " log = %s, started_at = %s WHERE token = %s"
 )
+# PostgreSQL: the step and its attempt row in one statement per outcome (one round trip for the batch).
+_FINISH_AND_RELEASE_SQL = f"WITH f AS ({_FINISH_STEPS_SQL}) {_RELEASE_LEASES_SQL}"
 _DISCARD_LEASE_SQL = (
     "UPDATE workflow_lease SET log = %s, released_at = COALESCE(released_at, %s),"
     f" outcome = CASE WHEN outcome = '' THEN '{LeaseOutcome.DISCARDED}' ELSE outcome END WHERE token = %s"
@@ -73,6 +75,14 @@ _COUNT_DOWN_DEPS_SQL = "UPDATE workflow_step SET pending_deps = pending_deps - %
 _MAKE_READY_SQL = (
     f"UPDATE workflow_step SET state = '{StepState.READY}', available_at = %s, updated_at = %s"
     f" WHERE id IN ({{pks}}) AND state = '{StepState.PENDING}' AND pending_deps = 0"
+)
+# One dependent (every chain hop): count down and make ready in one statement (SET reads the old row).
+_BECOMES_READY = f"state = '{StepState.PENDING}' AND pending_deps - %s = 0"
+_COUNT_DOWN_ONE_SQL = (
+    f"UPDATE workflow_step SET pending_deps = pending_deps - %s,"
+    f" state = CASE WHEN {_BECOMES_READY} THEN '{StepState.READY}' ELSE state END,"
+    f" available_at = CASE WHEN {_BECOMES_READY} THEN %s ELSE available_at END,"
+    f" updated_at = CASE WHEN {_BECOMES_READY} THEN %s ELSE updated_at END WHERE id = %s RETURNING state"
 )
 _RUN_STATE_SQL = "SELECT state FROM workflow_run WHERE id = %s"
 _RUN_HOLDS_SQL = (
@@ -182,7 +192,9 @@ class CommitStore:
                 retried += 1
             else:
                 failed += 1
-        if step_updates:
+        if step_updates and self.is_postgres:
+            cursor.executemany(_FINISH_AND_RELEASE_SQL, [(*a, *b) for a, b in zip(step_updates, lease_updates, strict=True)])
+        elif step_updates:
             cursor.executemany(_FINISH_STEPS_SQL, step_updates)
             cursor.executemany(_RELEASE_LEASES_SQL, lease_updates)
         already = self._already_committed(cursor, fenced)
@@ -344,9 +356,16 @@ class CommitStore:
         if not counts:
             return 0
         dependents = sorted(counts)  # a fixed lock order: concurrent commits cannot deadlock here
+        now_db = self._dt(now)
+        if len(dependents) == 1:
+            (pk,) = dependents
+            n = counts[pk]
+            cursor.execute(_COUNT_DOWN_ONE_SQL, [n, n, n, now_db, n, now_db, pk])
+            row = cursor.fetchone()
+            # It had an unsatisfied edge, so it was not ready before: ready now means made ready here.
+            return 1 if row is not None and row[0] == StepState.READY else 0
         cursor.executemany(_COUNT_DOWN_DEPS_SQL, [(counts[pk], pk) for pk in dependents])
         made_ready = 0
-        now_db = self._dt(now)
         for chunk in _chunks(dependents):
             cursor.execute(_MAKE_READY_SQL.format(pks=_marks(len(chunk))), [now_db, now_db, *chunk])
             made_ready += cursor.rowcount
