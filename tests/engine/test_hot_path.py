@@ -28,8 +28,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # (statements, rows written) per step and per hop, on each database.
 BOUNDS = {
     # before issue 17: step 14 statements / 6 rows, hop 16 / 8 (SQLite); step 13 / 6, hop 16 / 9 (PostgreSQL)
-    "sqlite": {"step": (11, 4), "hop": (12, 6)},
-    "postgresql": {"step": (7, 4), "hop": (9, 6)},
+    "sqlite": {"step": (9, 4), "hop": (10, 6)},
+    "postgresql": {"step": (5, 4), "hop": (7, 6)},
 }
 # Each data-modifying clause of a statement: a CTE that updates a step and inserts its attempt row
 # writes two rows per row it returns.

@@ -100,8 +100,9 @@ class ClaimStore:
     """Claiming ready steps under fenced leases, within queue caps, rate limits and pauses."""
 
     # -- claim --------------------------------------------------------------------------------
-    def _claim(self, cursor: Any, req: ClaimRequest, now: datetime) -> tuple[ClaimResult, list[Outcome]]:
-        """Claim up to ``req.limit`` due steps; return them and the outcomes of rows that cannot run.
+    def _claim(self, cursor: Any, req: ClaimRequest, now: datetime) -> tuple[ClaimResult, list[Outcome], set[str]]:
+        """Claim up to ``req.limit`` due steps; return them, the outcomes of rows that cannot run, and the
+        runs this claim keeps running (they were pending or running, and now hold a step it leased).
 
         Queue rows are locked in one global order (by name) whatever the rotated claim order, so
         two claims can never wait on each other's queue rows: a deadlock there cost whole commits.
@@ -159,9 +160,9 @@ class ClaimStore:
             rows.extend(got)
             remaining -= len(got)
         if leased:
-            claimed, unreadable = self._claimed_steps(cursor, leased, req)
+            claimed, unreadable, running = self._claimed_steps(cursor, leased, req)
         else:
-            claimed, unreadable = self._lease(cursor, rows, req, lease_now) if rows else ((), [])
+            claimed, unreadable, running = self._lease(cursor, rows, req, lease_now) if rows else ((), [], set())
         if blocked:
             self._throttle_events(cursor, blocked, queues, now, sites)
         wake_in: float | None = 0.0
@@ -175,7 +176,7 @@ class ClaimStore:
                 # Nothing ready, but a step another worker holds may come back when its lease expires
                 # (that worker may be dead): --burst must wait for it, not strand it.
                 wake_in = self._next_lease_expiry(cursor, names, sites, now)
-        return ClaimResult(steps=claimed, wake_in=wake_in, throttled=tuple(blocked)), unreadable
+        return ClaimResult(steps=claimed, wake_in=wake_in, throttled=tuple(blocked)), unreadable, running
 
     def _lock_limited_queues(self, cursor: Any, names: list[str]) -> dict[str, tuple[Any, ...]]:
         """Lock the rows of these (sorted) limited queues in one statement, in name order."""
@@ -323,7 +324,7 @@ class ClaimStore:
 
     def _lease(
         self, cursor: Any, rows: list[tuple[Any, ...]], req: ClaimRequest, now: datetime
-    ) -> tuple[tuple[ClaimedStep, ...], list[Outcome]]:
+    ) -> tuple[tuple[ClaimedStep, ...], list[Outcome], set[str]]:
         """Lease the claimed rows (SQLite: one executemany each for the steps and their attempt rows)."""
         expires = now + req.lease_duration
         now_db, expires_db = self._dt(now), self._dt(expires)
@@ -343,7 +344,7 @@ class ClaimStore:
 
     def _claimed_steps(
         self, cursor: Any, rows: list[tuple[Any, ...]], req: ClaimRequest
-    ) -> tuple[tuple[ClaimedStep, ...], list[Outcome]]:
+    ) -> tuple[tuple[ClaimedStep, ...], list[Outcome], set[str]]:
         """Turn leased rows into steps to run; start their pending runs; fail the unreadable ones.
 
         A row that cannot be turned into a ``ClaimedStep`` (a retry policy or input no code can
@@ -380,4 +381,5 @@ class ClaimStore:
         for chunk in _chunks(run_ids):
             now_db = self._dt(max(pending_runs[r] for r in chunk))
             cursor.execute(_START_RUNS_SQL.format(runs=_marks(len(chunk))), [now_db, now_db, *chunk])
-        return tuple(claimed), unreadable
+        running = {c.run_id for c in claimed} & {r[1] for r in rows if r[14] in (RunState.PENDING, RunState.RUNNING)}
+        return tuple(claimed), unreadable, running

@@ -138,11 +138,16 @@ class CommitStore:
                 done, runs = self._commit(cursor, wave, now)
                 report = merge_reports(report, done)
                 touched = sorted({*touched, *runs})
-            claimed, unreadable = self._claim(cursor, claim, now) if claim else (ClaimResult(steps=(), wake_in=None), [])
+            claimed, unreadable, kept_running = (
+                self._claim(cursor, claim, now) if claim else (ClaimResult(steps=(), wake_in=None), [], set())
+            )
             if unreadable:  # rows that cannot become a ClaimedStep fail alone; the claim goes on
                 failed, runs = self._commit(cursor, unreadable, now)
                 report = merge_reports(report, failed)
                 touched = sorted({*touched, *runs})
+            # A run that was running and now holds a step this transaction leased stays running: no
+            # other commit can end it meanwhile (our step is running, or ready, to every snapshot).
+            touched = [r for r in touched if r not in kept_running]
             if touched:
                 report = replace(report, runs_finished=tuple(self._settle_runs(cursor, touched, now)))
         return report, claimed
