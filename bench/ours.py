@@ -345,9 +345,9 @@ FROM (SELECT i, strftime('%%Y-%%m-%%d %%H:%%M:%%f', '2026-01-01', '+' || i || ' 
 SEED_STEPS = """
 WITH RECURSIVE s(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM s WHERE j < %(per)d - 1)
 INSERT INTO workflow_step (run_id, step_id, kind, queue, site, parent_step_id, dedup_key, input, metadata, retry,
-    state, attempt, max_attempts, pending_deps, available_at, lease_token, lease_owner, lease_expires_at, result,
-    error, created_at, updated_at, started_at, finished_at)
-SELECT r.id, printf('s%%06d', s.j), 'noop', 'default', '', NULL, NULL, NULL, '{}', '{}', 'succeeded', 1, 3, 0,
+    state, attempt, max_attempts, pending_deps, priority, available_at, lease_token, lease_owner, lease_expires_at,
+    result, error, created_at, updated_at, started_at, finished_at)
+SELECT r.id, printf('s%%06d', s.j), 'noop', 'default', '', NULL, NULL, NULL, '{}', '{}', 'succeeded', 1, 3, 0, 0,
     r.created_at, NULL, NULL, NULL, NULL, NULL, r.created_at, r.created_at, r.created_at, r.finished_at
 FROM workflow_run r CROSS JOIN s WHERE r.id LIKE 'hist-%%' ORDER BY r.id, s.j
 """

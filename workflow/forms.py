@@ -23,6 +23,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.datastructures import MultiValueDict
 
+from .engine.rules import ROUTINE_KINDS
 from .engine.values import ACTIVE_RUN_STATES, TERMINAL_STEP_STATES, RunState, StepState
 from .models import Event, Run, Step
 from .read.throughput import SINCE_CHOICES
@@ -337,6 +338,14 @@ class EventsFilterForm(forms.Form):
     until = DateTimeInput(required=False)
     sort = forms.ChoiceField(required=False, choices=[("", "newest"), *((k, k) for k in EVENT_SORTS)], error_messages={
         "invalid_choice": "%(value)s is not a sort; pick " + ", ".join(EVENT_SORTS) + "."})
+
+    def clean_kind(self) -> list[str]:
+        kinds: list[str] = self.cleaned_data["kind"]
+        routine = [k for k in kinds if k in ROUTINE_KINDS]
+        if routine and len(kinds) > 1:
+            raise ValidationError(f"{routine[0]} is read from the attempts, not stored with the other events: "
+                                  "choose it alone.")
+        return kinds
 
 
 def _strip(params: Mapping[str, Any], names: Sequence[str]) -> dict[str, str]:

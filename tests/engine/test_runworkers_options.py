@@ -144,3 +144,39 @@ def test_manage_py_check__fails_on_a_negative_lease():
     with override_settings(WORKFLOW={**BASE, "LEASE_DURATION": timedelta(seconds=-1)}):
         with pytest.raises(SystemCheckError, match=r"workflow\.E001.*LEASE_DURATION must be"):
             call_command("check")
+
+
+def _step_lines(caplog: Any) -> list[tuple[str, str]]:
+    return [(r.levelname, r.getMessage().split(" run=")[0]) for r in caplog.records
+            if r.name == "workflow.worker" and r.getMessage().startswith("step ")]
+
+
+def test_log_steps__routine_step_lines_are_debug_unless_asked_failures_stay_info(runtime, caplog):
+    from tests.conftest import run_graph
+
+    run_graph(runtime, [{"id": "ok", "kind": "noop"}, {"id": "bad", "kind": "fail"}])
+    caplog.set_level(logging.DEBUG, logger="workflow")
+    runtime.scheduler(max_cycles=1).cycle()
+    quiet = _step_lines(caplog)
+    assert ("DEBUG", "step succeeded") in quiet and ("INFO", "step failed") in quiet
+    assert not [line for line in quiet if line[0] == "INFO" and line[1] != "step failed"]
+
+    caplog.clear()
+    run_graph(runtime, [{"id": "ok2", "kind": "noop"}])
+    runtime.scheduler(max_cycles=1, log_steps=True).cycle()
+    assert ("INFO", "step succeeded") in _step_lines(caplog)
+
+
+def test_runworkers__log_steps_flag_reaches_the_scheduler(monkeypatch, transactional_db):
+    seen: dict[str, Any] = {}
+    original = Scheduler.__init__
+
+    def spy(self: Scheduler, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        seen["level"] = self.step_log_level
+
+    monkeypatch.setattr(Scheduler, "__init__", spy)
+    call_command("runworkers", "--once", "--log-steps")
+    assert seen["level"] == logging.INFO
+    call_command("runworkers", "--once")
+    assert seen["level"] == logging.DEBUG

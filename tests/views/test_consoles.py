@@ -390,12 +390,12 @@ def test_events__keyset_pages_by_id(viewer_client: Client) -> None:
 
 
 def test_events__live_tail_returns_only_newer_rows(viewer_client: Client) -> None:
-    first = make_event("step_claimed")
-    second = make_event("step_succeeded")
+    first = make_event("step_retrying")  # a stored kind: claims and successes come from attempt rows
+    second = make_event("step_retrying")
     make_event("step_failed", severity="error")
     url = reverse("consoles:events")
 
-    response = viewer_client.get(url, {"fragment": "new", "newer_than": first.id, "kind": "step_succeeded"},
+    response = viewer_client.get(url, {"fragment": "new", "newer_than": first.id, "kind": "step_retrying"},
                                  HTTP_HX_REQUEST="true")
     nothing = viewer_client.get(url, {"fragment": "new", "newer_than": 10**9}, HTTP_HX_REQUEST="true")
 

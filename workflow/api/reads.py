@@ -18,6 +18,7 @@ from ..forms import EventFilters
 from ..models import Artifact, Lease, Record, Run, Step
 from ..read import browse, pages, queues, runs, steps
 from ..read import engine_status as read_engine_status
+from ..read import events as event_reads
 from ..views.consoles import OVERVIEW_PERMS, QUEUE_PERMS, _migrations
 from . import schemas as s
 from .auth import require
@@ -299,13 +300,11 @@ def list_events(
               "until": until.isoformat() if until else "", "sort": sort or ""}
     filters = EventFilters.from_params(params, timezone.now())
     filter_errors(filters.errors)
-    from ..models import Event
-
-    fields, directions = filters.order
-    page = paged(lambda: pages.keyset_page(filters.apply(Event.objects.all()), fields=fields, descending=directions,
+    qs, fields, directions, as_events = event_reads.console_source(filters)  # claims and successes: attempt rows
+    page = paged(lambda: pages.keyset_page(qs, fields=fields, descending=directions,
                                              limit=limit, after=after, before=before),
                  after=after, before=before, size=1)
-    return page_body(page, page.rows)
+    return page_body(page, as_events(page.rows))
 
 
 @router.get("/packages", tags=["read"], response={200: list[s.PackageOut], **ERRORS},

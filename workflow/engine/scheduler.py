@@ -51,6 +51,22 @@ class _Running:
     thread: threading.Thread | None = None
 
 
+def _log_outcome(outcome: Outcome, routine_level: int, worker_id: str) -> None:
+    """One line per committed attempt: a success at ``routine_level``, a retry or failure at INFO."""
+    level = routine_level if outcome.next_state == StepState.SUCCEEDED else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    step = outcome.step
+    duration = (
+        (outcome.finished_at - outcome.started_at).total_seconds() * 1000
+        if outcome.started_at and outcome.finished_at else 0.0
+    )
+    state = {StepState.READY: "retrying"}.get(outcome.next_state, str(outcome.next_state))
+    extra = f" code={outcome.error.code}" if outcome.error else ""
+    log.log(level, "step %s run=%s step=%s kind=%s attempt=%d duration_ms=%.1f worker=%s%s", state, step.run_id,
+            step.step_id, step.kind, step.attempt, duration, worker_id, extra)
+
+
 class Scheduler:
     """One worker process's loop. ``run`` until ``stop``; ``cycle`` for a single pass.
 
@@ -77,8 +93,12 @@ class Scheduler:
         burst: bool = False,
         max_cycles: int | None = None,
         worker_id: str | None = None,
+        log_steps: bool = False,
     ) -> None:
         self.store = store
+        # Routine per-step lines (claimed, succeeded) at INFO only when asked (runworkers --log-steps),
+        # else at DEBUG: formatting two lines per step costs the hot path. Retries and failures stay INFO.
+        self.step_log_level = logging.INFO if log_steps else logging.DEBUG
         self.runner = runner
         self.clock = clock
         self.observer: Observer = observer if observer is not None else NullObserver()
@@ -310,10 +330,10 @@ class Scheduler:
             if outcome.step.lease.token in report.rejected:
                 self.runner.discard_blobs(outcome.artifacts)  # its artifact rows never committed
             if outcome.lease_outcome != "expired":
-                self._log_outcome(outcome)
-        for step in claimed.steps if log.isEnabledFor(logging.INFO) else ():
-            log.info("step claimed run=%s step=%s kind=%s attempt=%d worker=%s", step.run_id, step.step_id,
-                      step.kind, step.attempt, self.worker_id)
+                _log_outcome(outcome, self.step_log_level, self.worker_id)
+        for step in claimed.steps if log.isEnabledFor(self.step_log_level) else ():
+            log.log(self.step_log_level, "step claimed run=%s step=%s kind=%s attempt=%d worker=%s", step.run_id,
+                    step.step_id, step.kind, step.attempt, self.worker_id)
         return report, claimed
 
     def _observe(self, outcomes: Sequence[Outcome], report: CommitReport, claimed: ClaimResult) -> None:
@@ -356,19 +376,6 @@ class Scheduler:
         return CommitReport(succeeded=total.succeeded, retried=total.retried, failed=total.failed,
                             discarded=total.discarded, runs_finished=tuple(total.runs_finished),
                             rejected=frozenset(rejected))
-
-    def _log_outcome(self, outcome: Outcome) -> None:
-        if not log.isEnabledFor(logging.INFO):
-            return
-        step = outcome.step
-        duration = (
-            (outcome.finished_at - outcome.started_at).total_seconds() * 1000
-            if outcome.started_at and outcome.finished_at else 0.0
-        )
-        state = {StepState.READY: "retrying"}.get(outcome.next_state, str(outcome.next_state))
-        extra = f" code={outcome.error.code}" if outcome.error else ""
-        log.info("step %s run=%s step=%s kind=%s attempt=%d duration_ms=%.1f worker=%s%s", state, step.run_id,
-                 step.step_id, step.kind, step.attempt, duration, self.worker_id, extra)
 
     def _dispatch(self, steps: Sequence[ClaimedStep]) -> None:
         # The store marked the first ``free`` of them executing; the rest wait for a thread.

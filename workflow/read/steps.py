@@ -12,6 +12,7 @@ from django.utils import timezone
 from ..engine.values import StepState
 from ..jsontext import JsonText
 from ..models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step
+from . import events as event_reads
 from .graph import GraphEdge, GraphNode
 from .pages import Page, keyset_page
 
@@ -115,7 +116,7 @@ def step_kinds(run: Run) -> list[str]:
 
 
 def run_events(run: Run, *, limit: int = 50) -> list[Event]:
-    return list(Event.objects.filter(run=run).order_by("-id")[:limit])
+    return event_reads.run_events(run, limit=limit)
 
 
 # -- one step ----------------------------------------------------------------------------------
@@ -181,7 +182,7 @@ def step_detail(
         if with_records else [],
         artifacts=list(Artifact.objects.filter(step=step).defer("body").order_by("created_at", "id")[:limit])
         if with_artifacts else [],
-        events=list(Event.objects.filter(run=run, step_id=step.step_id).order_by("-id")[:limit]) if with_events else [],
+        events=event_reads.step_events(run, step.step_id, limit=limit) if with_events else [],
         children_total=Step.objects.filter(run=run, parent_step_id=step.step_id).count(),
         reasons=reasons,
         failed_required=failed_required,

@@ -23,6 +23,7 @@ from ..engine.values import (
 from .rows import (
     _chunks,
     _lease_token,
+    _lease_token_prefix,
     _loads,
     _marks,
     log,
@@ -33,8 +34,26 @@ from .rows import (
 # filled per database and site count (``claim_sql``).
 _CLAIM_SQL = (
     "SELECT id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt,"
-    f" timeout_seconds, available_at FROM workflow_step{{index_hint}} WHERE state = '{StepState.READY}' AND queue = %s"
+    " timeout_seconds, available_at, (SELECT r.state FROM workflow_run r WHERE r.id = workflow_step.run_id) AS run_state"
+    f" FROM workflow_step{{index_hint}} WHERE state = '{StepState.READY}' AND queue = %s"
     " AND available_at <= %s AND site IN ({sites}) ORDER BY priority DESC, available_at, id LIMIT %s{skip_locked}"
+)
+# PostgreSQL claims and leases in one round trip: the claim above picks and locks the rows, the
+# update leases them (each token the claim's time-sorted random prefix plus the step's id, so it is
+# unique), the insert writes their attempt rows. Rows come back in claim order (``rn``). Both claims
+# read the run's state, so a claim of an already running run's step skips the start-run update.
+_CLAIM_AND_LEASE_SQL = (
+    "WITH c AS MATERIALIZED ({claim}), n AS (SELECT id, run_state, row_number() OVER () AS rn FROM c),"
+    f" u AS (UPDATE workflow_step s SET state = '{StepState.RUNNING}', attempt = s.attempt + 1,"
+    " lease_token = %s || to_hex(s.id), lease_owner = %s, lease_expires_at = %s,"
+    " started_at = COALESCE(s.started_at, %s), awaiting_thread_since = CASE WHEN n.rn <= %s THEN NULL ELSE %s END,"
+    " updated_at = %s FROM n WHERE s.id = n.id RETURNING n.rn, s.id, s.run_id, s.step_id, s.kind, s.queue, s.site,"
+    " s.input, s.metadata, s.parent_step_id, s.retry, s.attempt, s.timeout_seconds, s.available_at, s.lease_token,"
+    " n.run_state),"
+    " l AS (INSERT INTO workflow_lease (step_id, run_id, attempt, worker_id, token, claimed_at, expires_at, outcome,"
+    " error_code, error_message, log) SELECT id, run_id, attempt, %s, lease_token, %s, %s, '', '', '', '' FROM u)"
+    " SELECT u.id, u.run_id, u.step_id, u.kind, u.queue, u.site, u.input, u.metadata, u.parent_step_id, u.retry,"
+    " u.attempt, u.timeout_seconds, u.available_at, u.lease_token, u.run_state FROM u ORDER BY u.rn"
 )
 _SPEND_TOKENS_SQL = "UPDATE workflow_queue SET tokens = %s WHERE name = %s"
 _LOCK_LIMITED_QUEUES_SQL = (
@@ -81,8 +100,9 @@ class ClaimStore:
     """Claiming ready steps under fenced leases, within queue caps, rate limits and pauses."""
 
     # -- claim --------------------------------------------------------------------------------
-    def _claim(self, cursor: Any, req: ClaimRequest, now: datetime) -> tuple[ClaimResult, list[Outcome]]:
-        """Claim up to ``req.limit`` due steps; return them and the outcomes of rows that cannot run.
+    def _claim(self, cursor: Any, req: ClaimRequest, now: datetime) -> tuple[ClaimResult, list[Outcome], set[str]]:
+        """Claim up to ``req.limit`` due steps; return them, the outcomes of rows that cannot run, and the
+        runs this claim keeps running (they were pending or running, and now hold a step it leased).
 
         Queue rows are locked in one global order (by name) whatever the rotated claim order, so
         two claims can never wait on each other's queue rows: a deadlock there cost whole commits.
@@ -103,6 +123,7 @@ class ClaimStore:
         # if the claim reaches it, so a claim filled by other queues does not wait for its row.
         limited = self._lock_limited_queues(cursor, limited_names) if len(limited_names) > 1 else {}
         rows: list[tuple[Any, ...]] = []
+        leased: list[tuple[Any, ...]] = []  # PostgreSQL: claimed and leased in one statement
         hints: list[float] = []
         blocked: list[tuple[str, str]] = [(n, "paused") for n in paused]
         open_names: list[str] = []  # queues that could start a step now: their due time sets the wake-up
@@ -127,13 +148,21 @@ class ClaimStore:
                         hints.append(hint)
                     continue
             open_names.append(name)
-            cursor.execute(claim_sql, [name, self._dt(now), *sites, allowance])
-            got = cursor.fetchall()
+            if self.is_postgres:
+                got = self._claim_and_lease(cursor, claim_sql, [name, self._dt(now), *sites, allowance], req, lease_now,
+                                            len(rows))
+                leased.extend(got)
+            else:
+                cursor.execute(claim_sql, [name, self._dt(now), *sites, allowance])
+                got = cursor.fetchall()
             if name in limited and limited[name][1] is not None and got:
                 cursor.execute(_SPEND_TOKENS_SQL, [tokens - len(got), name])
             rows.extend(got)
             remaining -= len(got)
-        claimed, unreadable = self._lease(cursor, rows, req, lease_now) if rows else ((), [])
+        if leased:
+            claimed, unreadable, running = self._claimed_steps(cursor, leased, req)
+        else:
+            claimed, unreadable, running = self._lease(cursor, rows, req, lease_now) if rows else ((), [], set())
         if blocked:
             self._throttle_events(cursor, blocked, queues, now, sites)
         wake_in: float | None = 0.0
@@ -147,7 +176,7 @@ class ClaimStore:
                 # Nothing ready, but a step another worker holds may come back when its lease expires
                 # (that worker may be dead): --burst must wait for it, not strand it.
                 wake_in = self._next_lease_expiry(cursor, names, sites, now)
-        return ClaimResult(steps=claimed, wake_in=wake_in, throttled=tuple(blocked)), unreadable
+        return ClaimResult(steps=claimed, wake_in=wake_in, throttled=tuple(blocked)), unreadable, running
 
     def _lock_limited_queues(self, cursor: Any, names: list[str]) -> dict[str, tuple[Any, ...]]:
         """Lock the rows of these (sorted) limited queues in one statement, in name order."""
@@ -276,30 +305,61 @@ class ClaimStore:
             return None
         return max((due - now).total_seconds(), 0.0)
 
+    def _claim_and_lease(
+        self, cursor: Any, claim_sql: str, params: list[Any], req: ClaimRequest, now: datetime, position: int
+    ) -> list[tuple[Any, ...]]:
+        """PostgreSQL: claim, lease and write the attempt rows of one queue's due steps in one statement.
+
+        ``position`` is how many steps this claim already took from other queues: the first
+        ``req.start_now`` of the whole claim start now, the rest wait for a thread.
+        """
+        expires = now + req.lease_duration
+        now_db, expires_db = self._dt(now), self._dt(expires)
+        start = params[-1] if req.start_now is None else max(0, req.start_now - position)
+        cursor.execute(_CLAIM_AND_LEASE_SQL.format(claim=claim_sql), [
+            *params, _lease_token_prefix(), req.worker_id, expires_db, now_db, start, now_db, now_db,
+            req.worker_id, now_db, expires_db,
+        ])
+        return [(*row, now) for row in cursor.fetchall()]
+
     def _lease(
         self, cursor: Any, rows: list[tuple[Any, ...]], req: ClaimRequest, now: datetime
-    ) -> tuple[tuple[ClaimedStep, ...], list[Outcome]]:
-        """Lease the claimed rows; return the runnable steps and failed outcomes for unreadable rows.
+    ) -> tuple[tuple[ClaimedStep, ...], list[Outcome], set[str]]:
+        """Lease the claimed rows (SQLite: one executemany each for the steps and their attempt rows)."""
+        expires = now + req.lease_duration
+        now_db, expires_db = self._dt(now), self._dt(expires)
+        # No step_claimed event: the attempt row records the claim (read/events.py shows it as one).
+        step_updates, lease_rows, leased = [], [], []
+        starting = len(rows) if req.start_now is None else req.start_now
+        for row in rows:
+            pk, run_id, attempt = row[0], row[1], row[10] + 1
+            token = _lease_token()
+            awaiting = None if len(step_updates) < starting else now_db  # the rest wait for a thread
+            step_updates.append((token, req.worker_id, expires_db, now_db, awaiting, now_db, pk))
+            lease_rows.append((pk, run_id, attempt, req.worker_id, token, now_db, expires_db))
+            leased.append((*row[:10], attempt, row[11], row[12], token, row[13], now))
+        cursor.executemany(_LEASE_STEPS_SQL, step_updates)
+        cursor.executemany(_INSERT_LEASES_SQL, lease_rows)
+        return self._claimed_steps(cursor, leased, req)
+
+    def _claimed_steps(
+        self, cursor: Any, rows: list[tuple[Any, ...]], req: ClaimRequest
+    ) -> tuple[tuple[ClaimedStep, ...], list[Outcome], set[str]]:
+        """Turn leased rows into steps to run; start their pending runs; fail the unreadable ones.
 
         A row that cannot be turned into a ``ClaimedStep`` (a retry policy or input no code can
         read) fails permanently with ``invalid_step``, in this transaction: one bad row must not
         stop every claim of every worker.
         """
-        expires = now + req.lease_duration
-        now_db, expires_db = self._dt(now), self._dt(expires)
         claimed: list[ClaimedStep] = []
         unreadable: list[Outcome] = []
-        step_updates, lease_rows, events = [], [], []
-        starting = len(rows) if req.start_now is None else req.start_now
-        for pk, run_id, step_id, kind, queue, site, raw_input, metadata, parent, retry, attempt, timeout, available in rows:
-            token = _lease_token()
-            attempt += 1
-            awaiting = None if len(step_updates) < starting else now_db  # the rest wait for a thread
-            step_updates.append((token, req.worker_id, expires_db, now_db, awaiting, now_db, pk))
-            lease_rows.append((pk, run_id, attempt, req.worker_id, token, now_db, expires_db))
-            events.append(self._event_row(now, EventKind.STEP_CLAIMED, severity=Severity.DEBUG, run_id=run_id, step_id=step_id,
-                                          queue=queue, worker_id=req.worker_id, payload={"attempt": attempt}))
-            lease = LeaseInfo(token=token, worker_id=req.worker_id, attempt=attempt, claimed_at=now, expires_at=expires)
+        pending_runs: dict[str, datetime] = {}
+        for (pk, run_id, step_id, kind, queue, site, raw_input, metadata, parent, retry, attempt, timeout, available,
+             token, run_state, now) in rows:
+            if run_state == RunState.PENDING:
+                pending_runs.setdefault(run_id, now)
+            lease = LeaseInfo(token=token, worker_id=req.worker_id, attempt=attempt, claimed_at=now,
+                              expires_at=now + req.lease_duration)
             try:
                 claimed.append(ClaimedStep(
                     pk=pk, run_id=run_id, step_id=step_id, kind=kind, queue=queue, site=site,
@@ -316,10 +376,10 @@ class ClaimStore:
                                   message=f"the stored step cannot be read: {type(exc).__name__}: {exc}")
                 unreadable.append(Outcome(step=step, next_state=StepState.FAILED, error=error, started_at=now,
                                           finished_at=now, lease_outcome=LeaseOutcome.FAILED))
-        cursor.executemany(_LEASE_STEPS_SQL, step_updates)
-        cursor.executemany(_INSERT_LEASES_SQL, lease_rows)
-        self._insert_events(cursor, events)
-        run_ids = sorted({c.run_id for c in claimed})
+        # Only runs the claim saw pending: a running run's steps (every chain hop) skip this update.
+        run_ids = sorted(pending_runs)
         for chunk in _chunks(run_ids):
+            now_db = self._dt(max(pending_runs[r] for r in chunk))
             cursor.execute(_START_RUNS_SQL.format(runs=_marks(len(chunk))), [now_db, now_db, *chunk])
-        return tuple(claimed), unreadable
+        running = {c.run_id for c in claimed} & {r[1] for r in rows if r[14] in (RunState.PENDING, RunState.RUNNING)}
+        return tuple(claimed), unreadable, running

@@ -47,6 +47,8 @@ _RELEASE_LEASES_SQL = (
     "UPDATE workflow_lease SET released_at = %s, outcome = %s, error_code = %s, error_message = %s,"
     " log = %s, started_at = %s WHERE token = %s"
 )
+# PostgreSQL: the step and its attempt row in one statement per outcome (one round trip for the batch).
+_FINISH_AND_RELEASE_SQL = f"WITH f AS ({_FINISH_STEPS_SQL}) {_RELEASE_LEASES_SQL}"
 _DISCARD_LEASE_SQL = (
     "UPDATE workflow_lease SET log = %s, released_at = COALESCE(released_at, %s),"
     f" outcome = CASE WHEN outcome = '' THEN '{LeaseOutcome.DISCARDED}' ELSE outcome END WHERE token = %s"
@@ -73,6 +75,14 @@ _COUNT_DOWN_DEPS_SQL = "UPDATE workflow_step SET pending_deps = pending_deps - %
 _MAKE_READY_SQL = (
     f"UPDATE workflow_step SET state = '{StepState.READY}', available_at = %s, updated_at = %s"
     f" WHERE id IN ({{pks}}) AND state = '{StepState.PENDING}' AND pending_deps = 0"
+)
+# One dependent (every chain hop): count down and make ready in one statement (SET reads the old row).
+_BECOMES_READY = f"state = '{StepState.PENDING}' AND pending_deps - %s = 0"
+_COUNT_DOWN_ONE_SQL = (
+    f"UPDATE workflow_step SET pending_deps = pending_deps - %s,"
+    f" state = CASE WHEN {_BECOMES_READY} THEN '{StepState.READY}' ELSE state END,"
+    f" available_at = CASE WHEN {_BECOMES_READY} THEN %s ELSE available_at END,"
+    f" updated_at = CASE WHEN {_BECOMES_READY} THEN %s ELSE updated_at END WHERE id = %s RETURNING state"
 )
 _RUN_STATE_SQL = "SELECT state FROM workflow_run WHERE id = %s"
 _RUN_HOLDS_SQL = (
@@ -128,11 +138,16 @@ class CommitStore:
                 done, runs = self._commit(cursor, wave, now)
                 report = merge_reports(report, done)
                 touched = sorted({*touched, *runs})
-            claimed, unreadable = self._claim(cursor, claim, now) if claim else (ClaimResult(steps=(), wake_in=None), [])
+            claimed, unreadable, kept_running = (
+                self._claim(cursor, claim, now) if claim else (ClaimResult(steps=(), wake_in=None), [], set())
+            )
             if unreadable:  # rows that cannot become a ClaimedStep fail alone; the claim goes on
                 failed, runs = self._commit(cursor, unreadable, now)
                 report = merge_reports(report, failed)
                 touched = sorted({*touched, *runs})
+            # A run that was running and now holds a step this transaction leased stays running: no
+            # other commit can end it meanwhile (our step is running, or ready, to every snapshot).
+            touched = [r for r in touched if r not in kept_running]
             if touched:
                 report = replace(report, runs_finished=tuple(self._settle_runs(cursor, touched, now)))
         return report, claimed
@@ -173,14 +188,18 @@ class CommitStore:
                 now_db, o.lease_outcome or str(state), o.error.code if o.error else "",
                 o.error.message[:10000] if o.error else "", o.log, self._dt(o.started_at), o.step.lease.token,
             ))
-            events.append(self._outcome_event(o, now))
+            event = self._outcome_event(o, now)
+            if event is not None:
+                events.append(event)
             if state == StepState.SUCCEEDED:
                 succeeded += 1
             elif state == StepState.READY:
                 retried += 1
             else:
                 failed += 1
-        if step_updates:
+        if step_updates and self.is_postgres:
+            cursor.executemany(_FINISH_AND_RELEASE_SQL, [(*a, *b) for a, b in zip(step_updates, lease_updates, strict=True)])
+        elif step_updates:
             cursor.executemany(_FINISH_STEPS_SQL, step_updates)
             cursor.executemany(_RELEASE_LEASES_SQL, lease_updates)
         already = self._already_committed(cursor, fenced)
@@ -227,7 +246,13 @@ class CommitStore:
             found.update(token for token, outcome in cursor.fetchall() if outcome and outcome == wanted[token])
         return found
 
-    def _outcome_event(self, o: Outcome, now: datetime) -> tuple[Any, ...]:
+    def _outcome_event(self, o: Outcome, now: datetime) -> tuple[Any, ...] | None:
+        """The event of a commit, or None for a routine success: its attempt row records it
+        (read/events.py shows it as ``step_succeeded``); retries, failures, reclaims stay events."""
+        report = outcome_report(next_state=o.next_state, lease_outcome=o.lease_outcome, attempt=o.step.attempt,
+                                error_code=o.error.code if o.error else None)
+        if report.kind == EventKind.STEP_SUCCEEDED:
+            return None
         step = o.step
         payload: dict[str, Any] = {"attempt": step.attempt, "max_attempts": step.retry.max_attempts}
         if o.started_at and o.finished_at:
@@ -239,8 +264,6 @@ class CommitStore:
                 payload["emitted"] = len(o.children)
         elif o.next_state == StepState.READY:
             payload["next_attempt_at"] = o.available_at.isoformat() if o.available_at else None
-        report = outcome_report(next_state=o.next_state, lease_outcome=o.lease_outcome, attempt=step.attempt,
-                                error_code=o.error.code if o.error else None)
         return self._event_row(now, report.kind, severity=report.severity, run_id=step.run_id, step_id=step.step_id,
                                queue=step.queue, worker_id=step.lease.worker_id, message=report.message, payload=payload)
 
@@ -338,9 +361,16 @@ class CommitStore:
         if not counts:
             return 0
         dependents = sorted(counts)  # a fixed lock order: concurrent commits cannot deadlock here
+        now_db = self._dt(now)
+        if len(dependents) == 1:
+            (pk,) = dependents
+            n = counts[pk]
+            cursor.execute(_COUNT_DOWN_ONE_SQL, [n, n, n, now_db, n, now_db, pk])
+            row = cursor.fetchone()
+            # It had an unsatisfied edge, so it was not ready before: ready now means made ready here.
+            return 1 if row is not None and row[0] == StepState.READY else 0
         cursor.executemany(_COUNT_DOWN_DEPS_SQL, [(counts[pk], pk) for pk in dependents])
         made_ready = 0
-        now_db = self._dt(now)
         for chunk in _chunks(dependents):
             cursor.execute(_MAKE_READY_SQL.format(pks=_marks(len(chunk))), [now_db, now_db, *chunk])
             made_ready += cursor.rowcount

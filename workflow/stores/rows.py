@@ -60,6 +60,11 @@ def _lease_token() -> str:
     return f"{time.time_ns():016x}{secrets.token_hex(8)}"
 
 
+def _lease_token_prefix() -> str:
+    """The time-sorted random prefix of the tokens one PostgreSQL claim makes (each adds its step's id)."""
+    return f"{time.time_ns():016x}{secrets.token_hex(4)}"
+
+
 # SQLSTATEs of a transaction the server rolled back to let another one through.
 _CONFLICT_SQLSTATES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
 

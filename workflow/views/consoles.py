@@ -24,6 +24,7 @@ from django.utils import timezone
 from .. import forms, operator
 from ..models import Artifact, Dependency, Event, Lease, Queue, Record, Run, Step, Worker
 from ..read import charts, engine_status, event_rows, pages, throughput
+from ..read import events as event_reads
 from ..read import queues as read_queues
 from ..read import steps as read_steps
 from .common import operator_action, render_fragment, viewer
@@ -162,7 +163,7 @@ def resume_queue(request: HttpRequest, name: str) -> HttpResponse:
 def events(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     filters = forms.EventFilters.from_params(request.GET, now)  # parsed in forms.py, shared with the API
-    qs = filters.apply(Event.objects.all())
+    qs, fields, directions, as_events = event_reads.console_source(filters)  # claims and successes: attempt rows
     if request.htmx and request.GET.get("fragment") == "new":
         # Live tail: rows newer than the newest one the page shows, newest first.
         try:
@@ -171,14 +172,14 @@ def events(request: HttpRequest) -> HttpResponse:
             return HttpResponse(status=204)
         if not 0 <= newer_than < 2**63:
             return HttpResponse(status=204)
-        rows = list(qs.filter(id__gt=newer_than).order_by("-id")[:EVENTS_PER_PAGE])
+        rows = as_events(list(qs.filter(id__gt=newer_than).order_by("-id")[:EVENTS_PER_PAGE]))
         if not rows:
             return HttpResponse(status=204)
         return render_fragment(request, "workflow/consoles/_event_rows.html",
                                {"groups": event_rows.grouped(event_rows.event_rows(rows)), "fresh": True})
-    fields, directions = filters.order
     page = pages.keyset_page(qs, fields=fields, descending=directions, limit=EVENTS_PER_PAGE,
                              after=request.GET.get("after"), before=request.GET.get("before"))
+    page.rows = as_events(page.rows)
     # Live means the newest events on top: only the default order, on its first page.
     is_live = (not request.GET.get("after") and not request.GET.get("before") and filters.until_at is None
                and not filters.sort)
@@ -194,7 +195,7 @@ def events(request: HttpRequest) -> HttpResponse:
         "sort_urls": {name: f"?{urlencode([*base_pairs, *([('sort', name)] if name != 'newest' else [])])}"
                       for name in forms.EVENT_SORTS},
         "live_url": f"{reverse('consoles:events')}?{urlencode([(k, v) for k, v in base_pairs if k != 'until'])}",
-        "baseline_id": page.rows[0].id if page.rows else (Event.objects.order_by("-id").values_list("id", flat=True).first() or 0),
+        "baseline_id": page.rows[0].id if page.rows else (qs.order_by("-id").values_list("id", flat=True).first() or 0),
         "poll_url": f"{reverse('consoles:events')}?{urlencode([*filters.query_pairs, ('fragment', 'new')])}",
     })
 

@@ -68,6 +68,8 @@ class Command(BaseCommand):
         parser.add_argument("--metrics-port", type=int, default=None,
                             help="serve this worker's Prometheus metrics on this port (prometheus_client's server)")
         parser.add_argument("--metrics-addr", default="0.0.0.0", help="address for --metrics-port (default: all)")
+        parser.add_argument("--log-steps", action="store_true",
+                            help="log every step's claim and success at INFO (default: DEBUG, i.e. -v 2)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["verbosity"] >= 2:
@@ -114,6 +116,7 @@ class Command(BaseCommand):
                 site=options["site"],
                 burst=options["burst"],
                 max_cycles=1 if options["once"] else options["max_cycles"],
+                log_steps=options["log_steps"],
                 **overrides,
             )
             if stop_requested.is_set():

@@ -1,0 +1,125 @@
+"""The hot path's cost, pinned: SQL statements and rows written per step and per chain hop (issue 17).
+
+A step is "commit one no-op step, then claim the next" in one ``complete_and_claim`` transaction, as a
+worker with one thread does it; a chain hop is the same where the committed step releases the one it
+claims. The bounds are what the store achieves today on each database: raising one needs a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from tests.conftest import run_graph
+from workflow.engine.rules import LeaseOutcome
+from workflow.engine.values import ClaimRequest, Outcome, StepState
+from workflow.models import Event, Lease, Step
+from workflow.stores.db import DjangoStore
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# (statements, rows written) per step and per hop, on each database.
+BOUNDS = {
+    # before issue 17: step 14 statements / 6 rows, hop 16 / 8 (SQLite); step 13 / 6, hop 16 / 9 (PostgreSQL)
+    "sqlite": {"step": (9, 4), "hop": (10, 6)},
+    "postgresql": {"step": (5, 4), "hop": (7, 6)},
+}
+# Each data-modifying clause of a statement: a CTE that updates a step and inserts its attempt row
+# writes two rows per row it returns.
+_WRITES = re.compile(r"\b(INSERT INTO|UPDATE workflow_\w+ (?:\w+ )?SET|DELETE FROM)\b", re.IGNORECASE)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.rows_written = 0
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        self.statements.append(sql)
+        result = execute(sql, params, many, context)
+        clauses = len(_WRITES.findall(sql))
+        if clauses:
+            count = context["cursor"].rowcount
+            rows = count if count is not None and count >= 0 else (len(list(params)) if many else 0)
+            self.rows_written += clauses * rows
+        return result
+
+
+@contextmanager
+def counting() -> Iterator[Counter]:
+    counter = Counter()
+    connection.ensure_connection()
+    sqlite = connection.vendor == "sqlite"
+    before = connection.connection.total_changes if sqlite else 0
+    with connection.execute_wrapper(counter):
+        yield counter
+    if sqlite:  # exact: SQLite counts the rows every statement changed (a RETURNING rowcount is not yet known)
+        counter.rows_written = connection.connection.total_changes - before
+
+
+def _request() -> ClaimRequest:
+    return ClaimRequest(worker_id="w-hot", limit=1, lease_duration=timedelta(seconds=30))
+
+
+def _done(step: Any) -> Outcome:
+    now = timezone.now()
+    return Outcome(step=step, next_state=StepState.SUCCEEDED, result={"ok": 1}, started_at=now, finished_at=now,
+                   lease_outcome=LeaseOutcome.SUCCEEDED, log="did it\n")
+
+
+def _hop(store: DjangoStore, step: Any) -> tuple[Counter, Any]:
+    with counting() as counter:
+        report, claimed = store.complete_and_claim([_done(step)], _request(), timezone.now())
+    assert report.committed == 1 and report.succeeded == 1
+    return counter, claimed
+
+
+def _walk(runtime: Any, steps: list[dict]) -> list[Counter]:
+    """Claim the first step, then commit-and-claim until the run is done; the counters of each call."""
+    run_graph(runtime, steps)
+    store = DjangoStore()
+    _, claimed = store.complete_and_claim([], _request(), timezone.now())
+    counters = []
+    while claimed.steps:
+        (step,) = claimed.steps
+        counter, claimed = _hop(store, step)
+        counters.append(counter)
+    assert len(counters) == len(steps)
+    assert set(Step.objects.values_list("state", flat=True)) == {"succeeded"}
+    return counters
+
+
+def _check(kind: str, counters: list[Counter]) -> None:
+    middle = counters[1:-1]  # the first claim starts the run and the last commit finishes it
+    statements = max(len(c.statements) for c in middle)
+    rows = max(c.rows_written for c in middle)
+    bound = BOUNDS[connection.vendor][kind]
+    detail = "\n".join(counters[1].statements)
+    print(f"{connection.vendor} {kind}: {statements} statements, {rows} rows written\n{detail}")
+    assert statements <= bound[0] and rows <= bound[1], (
+        f"{kind} costs {statements} statements and {rows} rows written (bound {bound}):\n{detail}"
+    )
+
+
+def test_hot_path__statements_and_writes_per_independent_step(runtime):
+    counters = _walk(runtime, [{"id": f"s{i}", "kind": "noop"} for i in range(5)])
+    _check("step", counters)
+    # What the store must still keep of each attempt: one attempt row each, with its outcome and log.
+    leases = list(Lease.objects.order_by("claimed_at"))
+    assert [(x.outcome, x.log) for x in leases] == [("succeeded", "did it\n")] * 5
+    assert all(x.released_at and x.started_at for x in leases)
+
+
+def test_hot_path__statements_and_writes_per_chain_hop(runtime):
+    steps = [{"id": "s0", "kind": "noop"}] + [{"id": f"s{i}", "kind": "noop", "deps": [f"s{i - 1}"]} for i in range(1, 6)]
+    counters = _walk(runtime, steps)
+    _check("hop", counters)
+    assert Lease.objects.filter(outcome="succeeded").count() == 6
+    assert Event.objects.filter(kind="run_succeeded").count() == 1
