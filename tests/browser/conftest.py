@@ -59,6 +59,26 @@ def shoot(page: Any, request: Any) -> Any:
     return take
 
 
+def shoot_all(page: Any, name: str, *, focus: str = "", full_page: bool = False) -> None:
+    """Screenshots at 1440 and 390 px, light and dark, to look at; no page may scroll sideways.
+
+    ``focus`` is scrolled to the top of each shot; the viewport and colour scheme are put back.
+    """
+    SCREENSHOTS.mkdir(exist_ok=True)
+    size = page.viewport_size
+    for width, height in ((1440, 900), (390, 844)):
+        for scheme in ("light", "dark"):
+            page.set_viewport_size({"width": width, "height": height})
+            page.emulate_media(color_scheme=scheme)
+            if focus:
+                page.locator(focus).evaluate("el => window.scrollTo(0, el.getBoundingClientRect().top + scrollY - 70)")
+            page.wait_for_timeout(150)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{name} scrolls sideways at {width}"
+            page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}-{scheme}.png"), full_page=full_page)
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size(size)
+
+
 def login(page: Any, base_url: str, username: str = "otto", password: str = PASSWORD) -> None:
     page.goto(f"{base_url}/login/")
     page.get_by_label("Username").fill(username)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import SCREENSHOTS, login
+from tests.browser.conftest import login, shoot_all
 from tests.conftest import drain, run_graph
 from tests.views.conftest import GATE
 from tests.views.test_bulk import GRAPH_A, GRAPH_B
@@ -20,20 +20,6 @@ from workflow.models import Event, Step
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-
-def shoot_all(page: Any, name: str) -> None:
-    """Full-page screenshots at desktop and phone widths, light and dark, to look at."""
-    SCREENSHOTS.mkdir(exist_ok=True)
-    size = page.viewport_size
-    for width, height in ((1440, 900), (390, 844)):
-        for scheme in ("light", "dark"):
-            page.set_viewport_size({"width": width, "height": height})
-            page.emulate_media(color_scheme=scheme)
-            page.wait_for_timeout(150)
-            assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{name} scrolls sideways at {width}"
-            page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}-{scheme}.png"), full_page=True)
-    page.emulate_media(color_scheme="light")
-    page.set_viewport_size(size)
 
 
 @pytest.fixture
@@ -57,14 +43,14 @@ def test_bulk_retry__preview_counts_match_what_reruns(page: Any, live_server: An
     login(page, live_server.url)
     page.goto(f"{live_server.url}/ops/steps/?code=gate_closed")
     expect(page.locator("#steps-table tbody tr")).to_have_count(3)
-    shoot_all(page, "steps-console-failures")
+    shoot_all(page, "steps-console-failures", full_page=True)
     page.get_by_role("link", name="Retry all these…").click()
     expect(page).to_have_url(re.compile(r"/ops/steps/retry/\?state=failed&code=gate_closed"))
     expect(page.locator("#bulk-steps tbody tr")).to_have_count(3)
     steps, dependents, total = _count(page, "steps"), _count(page, "dependents"), _count(page, "total")
     assert (steps, dependents, total) == (3, 4, 7)
     expect(page.locator("#bulk-filters")).to_contain_text("gate_closed")
-    shoot_all(page, "bulk-retry-preview")
+    shoot_all(page, "bulk-retry-preview", full_page=True)
     assert not Event.objects.filter(kind="step_retried").exists()  # the preview wrote nothing
 
     before = set(Step.objects.exclude(state="succeeded").values_list("id", flat=True))
@@ -97,7 +83,7 @@ def test_edit_and_retry__validation_errors_then_a_fixed_input_runs(page: Any, li
     box = page.get_by_label(re.compile("New input"))
     expect(box).to_have_attribute("aria-invalid", "true")
     expect(box).to_have_value('{"amount": "ten"}')  # what was typed stays, to fix it
-    shoot_all(page, "edit-and-retry-error")
+    shoot_all(page, "edit-and-retry-error", full_page=True)
     box.fill('{"amount": 5')
     page.get_by_role("button", name="Retry with this input").click()
     expect(page.locator("#edit-input-error")).to_contain_text("not valid JSON")
@@ -114,5 +100,5 @@ def test_edit_and_retry__validation_errors_then_a_fixed_input_runs(page: Any, li
     page.get_by_text("Original input").click()
     expect(page.locator(".original-input pre")).to_contain_text('"amount": 0')
     expect(page.locator("#step-panel")).to_contain_text("step_input_edited")
-    shoot_all(page, "edit-and-retry-done")
+    shoot_all(page, "edit-and-retry-done", full_page=True)
     assert Step.objects.get(run_id=run_id, step_id="charge").result == {"charged": 5, "currency": "SEK"}

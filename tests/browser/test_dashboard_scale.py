@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import SCREENSHOTS, login
+from tests.browser.conftest import login, shoot_all
 from tests.conftest import drain, run_graph
 from workflow.models import Run, Step
 
@@ -18,19 +18,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 TYPED = "transform-0042-alpha-beta-gamma-delta"  # 37 keys at 100 ms: longer than a 3 s live refresh
 TEXT_INPUTS = "main input:visible:is([type=search], [type=text], :not([type]))"
 
-
-def shoot_all(page: Any, name: str) -> None:
-    """Screenshots at desktop and phone widths, light and dark, for the closing note's review."""
-    SCREENSHOTS.mkdir(exist_ok=True)
-    size = page.viewport_size
-    for width, height in ((1440, 900), (390, 844)):
-        for scheme in ("light", "dark"):
-            page.set_viewport_size({"width": width, "height": height})
-            page.emulate_media(color_scheme=scheme)
-            page.wait_for_timeout(150)
-            page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}-{scheme}.png"), full_page=False)
-    page.emulate_media(color_scheme="light")
-    page.set_viewport_size(size)
 
 
 def live_run(runtime: Any) -> str:

@@ -14,27 +14,12 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from tests.browser.conftest import SCREENSHOTS, login
+from tests.browser.conftest import login, shoot_all
 from tests.conftest import drain, run_graph
 from workflow.models import Event, Lease, Run, Step
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-
-def shoot_all(page: Any, name: str, *, focus: str = "") -> None:
-    """Screenshots at 1440 and 390 px, light and dark; ``focus`` is scrolled to the top of each."""
-    SCREENSHOTS.mkdir(exist_ok=True)
-    size = page.viewport_size
-    for width, height in ((1440, 900), (390, 844)):
-        for scheme in ("light", "dark"):
-            page.set_viewport_size({"width": width, "height": height})
-            page.emulate_media(color_scheme=scheme)
-            if focus:
-                page.locator(focus).evaluate("el => window.scrollTo(0, el.getBoundingClientRect().top + scrollY - 70)")
-            page.wait_for_timeout(150)
-            page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}-{scheme}.png"))
-    page.emulate_media(color_scheme="light")
-    page.set_viewport_size(size)
 
 
 # -- events ------------------------------------------------------------------------------------------

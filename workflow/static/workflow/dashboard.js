@@ -90,6 +90,15 @@
     }
   }
 
+  // A details the operator toggles between a swap's record and its restore keeps the operator's
+  // choice, not the one recorded before the click (the click's toggle lands after this handler).
+  document.addEventListener("click", function (event) {
+    var summary = event.target.closest && event.target.closest("summary");
+    var d = summary && summary.parentElement;
+    if (!kept || !d || d.tagName !== "DETAILS" || !(d.hasAttribute("data-keep") || d.id)) return;
+    kept.open[keyOf(d)] = !d.open;
+  });
+
   document.addEventListener("htmx:beforeSwap", record);
   document.addEventListener("htmx:oobBeforeSwap", record);
   document.addEventListener("htmx:afterSettle", restore);
