@@ -1,9 +1,9 @@
+# ruff: noqa: F811  (site_registry, a fixture from tests/views/test_bulk.py, is a parameter here)
 """Bulk recovery in real Chromium: retry all the failures of a code from a preview, and edit-and-retry one step."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,23 +12,13 @@ from playwright.sync_api import expect
 from tests.browser.conftest import login, shoot_all
 from tests.conftest import drain, run_graph
 from tests.views.conftest import GATE
-from tests.views.test_bulk import GRAPH_A, GRAPH_B
-from workflow import Package, Registry
-from workflow.conf import reset_runtime
-from workflow.engine import registry as registry_module
+from tests.views.test_bulk import GRAPH_A, GRAPH_B, site_registry  # noqa: F401  (a fixture)
+from workflow import Registry
 from workflow.models import Event, Step
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-
-@pytest.fixture
-def site_registry(monkeypatch: pytest.MonkeyPatch, demo_package: Package) -> Iterator[Registry]:
-    reg = Registry([demo_package])
-    monkeypatch.setattr(registry_module, "registry", reg)
-    reset_runtime()
-    yield reg
-    reset_runtime()
 
 
 def _count(page: Any, name: str) -> int:
