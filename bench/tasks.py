@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from .ours import Env, Workers, emit, pct, r4, versions
+from .ours import Env, Workers, emit, pct, r4, summarize_profile, versions
 
 TASKS_SETTING = {"default": {"BACKEND": "workflow.tasks.WorkflowBackend", "OPTIONS": {"RETRY": {"max_attempts": 3}}}}
 
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--procs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--enqueues", type=int, default=500, help="single enqueues timed for the per-call cost")
+    ap.add_argument("--profile", metavar="PATH", help="record the worker with py-spy (raw stacks) into PATH")
     a = ap.parse_args(argv)
     os.environ["BENCH_TASKS"] = "1"  # bench.settings turns TASKS on for this process and its workers
     try:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(a.n):
                 noop.enqueue()
             enqueue_s = time.perf_counter() - t
-            workers = Workers(env, a.procs, a.threads, 0.05)
+            workers = Workers(env, a.procs, a.threads, 0.05, profile=a.profile)
             try:
                 deadline = time.perf_counter() + 1800
                 while Step.objects.filter(state__in=["ready", "running", "pending"]).exists():
@@ -61,11 +62,12 @@ def main(argv: list[str] | None = None) -> int:
             if done != a.n:
                 raise RuntimeError(f"only {done}/{a.n} tasks succeeded")
             span = Lease.objects.aggregate(first=Min("started_at"), last=Max("released_at"))
+            claims = Lease.objects.values("claimed_at").distinct().count()
             seconds = (span["last"] - span["first"]).total_seconds()
             emit({"scenario": "tasks", "n": a.n, "seconds": r4(seconds), "per_second": round(a.n / seconds, 1),
-                  "enqueue_seconds": r4(enqueue_s), "enqueue_ms_p50": r4(pct(single, 50)),
+                  "claim_transactions": claims, "enqueue_seconds": r4(enqueue_s), "enqueue_ms_p50": r4(pct(single, 50)),
                   "enqueue_ms_p99": r4(pct(single, 99)), "procs": a.procs, "threads": a.threads, **stopped,
-                  "versions": versions(),
+                  "versions": versions(), **(summarize_profile(a.profile) if a.profile else {}),
                   "timing": "first lease started_at -> last released_at; workers start after the enqueues"})
     except Exception as exc:  # noqa: BLE001 - one JSON line, whatever happened
         emit({"scenario": "tasks", "error": f"{type(exc).__name__}: {exc}"})

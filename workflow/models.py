@@ -46,7 +46,6 @@ class Run(models.Model):
         permissions = [("operate", "Can retry steps, cancel runs, pause queues and start runs")]
         indexes = [
             models.Index(fields=["-created_at", "-id"], name="run_newest_idx"),
-            models.Index(fields=["state", "-created_at"], name="run_state_idx"),
             # The runs list filtered by state, in its own order: ?state=canceled walks this index.
             models.Index(fields=["state", "-created_at", "-id"], name="run_state_newest_idx"),
             models.Index(fields=["package", "-created_at"], name="run_package_idx"),

@@ -72,9 +72,6 @@ class Runtime:
         raw_input = to_json_value(f"input of package {package!r}", input, field="input")
         if run_id is not None:
             check_id("run id", run_id, field="run_id", max_length=validation.MAX_RUN_ID_LENGTH)
-            existing = self.store.find_run(run_id)
-            if existing is not None:
-                return self._same_run(existing, package, raw_input)
         run_id = run_id or f"{package}-{uuid.uuid4()}"
         meta = check_metadata("run metadata", metadata)
         run_name = check_run_name(name) if name is not None else pkg.display_name[: validation.MAX_RUN_NAME_LENGTH]
@@ -90,7 +87,8 @@ class Runtime:
         try:
             return self.store.create_run(new, self.clock())
         except RunConflict:
-            # Another caller created the same id meanwhile: same package and input is success.
+            # The id exists (an earlier call, or another caller meanwhile): same package and input
+            # is success. Inserting first keeps a new run, the common case, at one round trip.
             existing = self.store.find_run(run_id)
             if existing is None:
                 raise

@@ -40,6 +40,10 @@ _STEP_COLUMNS = (
 # One multi-row INSERT per chunk of steps: ``{rows}`` repeats ``_STEP_ROW_MARKS`` once per step.
 _INSERT_STEPS_SQL = f"INSERT INTO workflow_step ({_STEP_COLUMNS}) VALUES {{rows}} RETURNING id, step_id"
 _STEP_ROW_MARKS = "(" + ", ".join(["%s"] * 18) + ", 0)"
+_INSERT_RUN_SQL = (
+    "INSERT INTO workflow_run (id, package, name, input, metadata, state, created_at, updated_at)"
+    f" VALUES (%s, %s, %s, %s, %s, '{RunState.PENDING}', %s, %s)"
+)
 _INSERT_EDGES_SQL = (
     "INSERT INTO workflow_dependency (run_id, step_id, depends_on_id, required, satisfied)"
     " VALUES (%s, %s, %s, %s, %s)"
@@ -53,13 +57,10 @@ class RunsStore:
     def create_run(self, run: NewRun, now: datetime) -> RunHandle:
         try:
             with transaction.atomic(using=self.using):
-                if Run.objects.using(self.using).filter(pk=run.id).exists():
-                    raise RunConflict(f"run {run.id!r} already exists")
-                Run.objects.using(self.using).create(
-                    id=run.id, package=run.package, name=run.name, input=run.input, metadata=dict(run.metadata),
-                    state=RunState.PENDING, created_at=now, updated_at=now,
-                )
                 with self.connection.cursor() as cursor:
+                    now_db = self._dt(now)
+                    cursor.execute(_INSERT_RUN_SQL, [run.id, run.package, run.name, _dumps(run.input),
+                                                     _dumps(dict(run.metadata)), now_db, now_db])
                     self._ensure_queues(cursor, {s.queue for s in run.steps}, now)
                     self._insert_steps(cursor, run.id, run.steps, existing={}, now=now)
                     self._notify(cursor)
