@@ -77,7 +77,8 @@ class StepQuerySet(models.QuerySet["Step"]):
 class Step(models.Model):
     """One durable unit of work in a run. ``step_id`` is unique in its run, not globally."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    # No index of its own: (run, step_id), (run, state) and (run, parent_step_id) all lead with it.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps", db_index=False)
     step_id = models.CharField(max_length=255)
     kind = models.CharField(max_length=100)
     queue = models.CharField(max_length=100, default="default")
@@ -130,8 +131,11 @@ class Step(models.Model):
             models.Index(
                 fields=["queue", "-priority", "available_at", "id"], condition=Q(state=StepState.READY), name="step_ready_idx"
             ),
-            models.Index(fields=["lease_expires_at"], condition=Q(state=StepState.RUNNING), name="step_lease_idx"),
-            models.Index(fields=["queue"], condition=Q(state=StepState.RUNNING), name="step_running_queue_idx"),
+            # Running steps only (as many as the workers' threads): caps count them by queue, the
+            # reclaim and the wake-up read their lease expiry. One index, so a claim and a commit
+            # each write one entry fewer.
+            models.Index(fields=["queue", "lease_expires_at"], condition=Q(state=StepState.RUNNING),
+                         name="step_running_idx"),
             models.Index(fields=["run", "state"], name="step_run_state_idx"),
             models.Index(fields=["run", "parent_step_id"], name="step_parent_idx"),
             models.Index(fields=["finished_at"], condition=Q(finished_at__isnull=False), name="step_finished_idx"),
@@ -180,7 +184,7 @@ class Lease(models.Model):
         ABANDONED = LeaseOutcome.ABANDONED.value, "handed back at shutdown"
 
     step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="leases")
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="leases")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="leases", db_index=False)  # lease_run_idx leads with it
     attempt = models.PositiveIntegerField()
     worker_id = models.CharField(max_length=200)
     token = models.CharField(max_length=64, unique=True)

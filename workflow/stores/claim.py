@@ -72,6 +72,8 @@ _RUNNING_IN_QUEUE_SQL = (
     f"SELECT COUNT(*), MIN(lease_expires_at) FROM workflow_step WHERE state = '{StepState.RUNNING}' AND queue = %s"
 )
 _REFILL_SQL = "UPDATE workflow_queue SET tokens = %s, refilled_at = %s WHERE name = %s"
+# When a claim that could take more should look again: the next due step of the queues that can
+# start one, and the first lease to expire in the queues it serves (one round trip for both).
 _NEXT_DUE_SQL = (
     f"SELECT MIN(available_at) FROM workflow_step WHERE state = '{StepState.READY}' AND queue IN ({{names}})"
     " AND site IN ({sites})"
@@ -80,6 +82,7 @@ _NEXT_LEASE_EXPIRY_SQL = (
     f"SELECT MIN(lease_expires_at) FROM workflow_step WHERE state = '{StepState.RUNNING}' AND queue IN ({{names}})"
     " AND site IN ({sites})"
 )
+_NEXT_WAKE_SQL = "SELECT ({due}), ({expiry})"
 _LEASE_STEPS_SQL = (
     f"UPDATE workflow_step SET state = '{StepState.RUNNING}', attempt = attempt + 1, lease_token = %s, lease_owner = %s,"
     " lease_expires_at = %s, started_at = COALESCE(started_at, %s), awaiting_thread_since = %s,"
@@ -169,13 +172,13 @@ class ClaimStore:
         if remaining > 0:
             # Only queues that can start a step now count: a due step behind a full cap, an empty
             # bucket or a pause waits for its queue's hint, or for the poll (a worker must not spin).
-            wake_in = self._next_due(cursor, open_names, sites, now)
+            wake_in, expiry = self._next_wake(cursor, open_names, names, sites, now)
             if hints:
                 wake_in = min(hints + ([wake_in] if wake_in is not None else []))
             if wake_in is None:
                 # Nothing ready, but a step another worker holds may come back when its lease expires
                 # (that worker may be dead): --burst must wait for it, not strand it.
-                wake_in = self._next_lease_expiry(cursor, names, sites, now)
+                wake_in = expiry
         return ClaimResult(steps=claimed, wake_in=wake_in, throttled=tuple(blocked)), unreadable, running
 
     def _lock_limited_queues(self, cursor: Any, names: list[str]) -> dict[str, tuple[Any, ...]]:
@@ -289,21 +292,20 @@ class ClaimStore:
             allowance = min(allowance, int(math.floor(tokens)))
         return allowance, tokens, hint, now, reason
 
-    def _next_lease_expiry(self, cursor: Any, names: list[str], sites: list[str], now: datetime) -> float | None:
+    def _next_wake(
+        self, cursor: Any, open_names: list[str], names: list[str], sites: list[str], now: datetime
+    ) -> tuple[float | None, float | None]:
+        """Seconds until the next due step of ``open_names``, and until the first lease of ``names`` expires."""
         if not names:
-            return None
-        cursor.execute(_NEXT_LEASE_EXPIRY_SQL.format(names=_marks(len(names)), sites=_marks(len(sites))), [*names, *sites])
-        expires = self._parse_dt(cursor.fetchone()[0])
-        return None if expires is None else max((expires - now).total_seconds(), 0.0)
-
-    def _next_due(self, cursor: Any, names: list[str], sites: list[str], now: datetime) -> float | None:
-        if not names:
-            return None
-        cursor.execute(_NEXT_DUE_SQL.format(names=_marks(len(names)), sites=_marks(len(sites))), [*names, *sites])
-        due = self._parse_dt(cursor.fetchone()[0])
-        if due is None:
-            return None
-        return max((due - now).total_seconds(), 0.0)
+            return None, None
+        site_marks = _marks(len(sites))
+        due = (_NEXT_DUE_SQL.format(names=_marks(len(open_names)), sites=site_marks) if open_names else "NULL")
+        expiry = _NEXT_LEASE_EXPIRY_SQL.format(names=_marks(len(names)), sites=site_marks)
+        params = [*open_names, *sites] if open_names else []
+        cursor.execute(_NEXT_WAKE_SQL.format(due=due, expiry=expiry), [*params, *names, *sites])
+        return tuple(  # type: ignore[return-value]
+            None if (t := self._parse_dt(v)) is None else max((t - now).total_seconds(), 0.0) for v in cursor.fetchone()
+        )
 
     def _claim_and_lease(
         self, cursor: Any, claim_sql: str, params: list[Any], req: ClaimRequest, now: datetime, position: int

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from ..engine.rules import (
 from ..engine.store import ClaimResult
 from ..engine.values import (
     TERMINAL_STEP_STATES,
+    ClaimedStep,
     ClaimRequest,
     CommitReport,
     ErrorInfo,
@@ -74,7 +75,7 @@ _SATISFY_EDGES_SQL = (
 _COUNT_DOWN_DEPS_SQL = "UPDATE workflow_step SET pending_deps = pending_deps - %s WHERE id = %s"
 _MAKE_READY_SQL = (
     f"UPDATE workflow_step SET state = '{StepState.READY}', available_at = %s, updated_at = %s"
-    f" WHERE id IN ({{pks}}) AND state = '{StepState.PENDING}' AND pending_deps = 0"
+    f" WHERE id IN ({{pks}}) AND state = '{StepState.PENDING}' AND pending_deps = 0 RETURNING id"
 )
 # One dependent (every chain hop): count down and make ready in one statement (SET reads the old row).
 _BECOMES_READY = f"state = '{StepState.PENDING}' AND pending_deps - %s = 0"
@@ -82,7 +83,22 @@ _COUNT_DOWN_ONE_SQL = (
     f"UPDATE workflow_step SET pending_deps = pending_deps - %s,"
     f" state = CASE WHEN {_BECOMES_READY} THEN '{StepState.READY}' ELSE state END,"
     f" available_at = CASE WHEN {_BECOMES_READY} THEN %s ELSE available_at END,"
-    f" updated_at = CASE WHEN {_BECOMES_READY} THEN %s ELSE updated_at END WHERE id = %s RETURNING state"
+    f" updated_at = CASE WHEN {_BECOMES_READY} THEN %s ELSE updated_at END WHERE id = %s RETURNING id, state"
+)
+# PostgreSQL: satisfy the edges out of the ended steps and count their dependents down in one
+# statement. The dependents are locked in id order first (``l``), so concurrent commits cannot
+# deadlock on them; a dependent left with no unmet edge becomes ready (SET reads the old row).
+_BECOMES_READY_PG = f"s.state = '{StepState.PENDING}' AND s.pending_deps - l.n = 0"
+_RELEASE_DEPENDENTS_PG_SQL = (
+    "WITH e AS (UPDATE workflow_dependency SET satisfied = true WHERE satisfied = false"
+    " AND (depends_on_id = ANY(%s) OR (required = false AND depends_on_id = ANY(%s))) RETURNING step_id),"
+    " c AS (SELECT step_id, count(*) AS n FROM e GROUP BY step_id),"
+    " l AS MATERIALIZED (SELECT s.id, c.n FROM workflow_step s JOIN c ON c.step_id = s.id ORDER BY s.id FOR UPDATE OF s)"
+    " UPDATE workflow_step s SET pending_deps = s.pending_deps - l.n,"
+    f" state = CASE WHEN {_BECOMES_READY_PG} THEN '{StepState.READY}' ELSE s.state END,"
+    f" available_at = CASE WHEN {_BECOMES_READY_PG} THEN %s ELSE s.available_at END,"
+    f" updated_at = CASE WHEN {_BECOMES_READY_PG} THEN %s ELSE s.updated_at END"
+    " FROM l WHERE s.id = l.id RETURNING s.id, s.state"
 )
 _LOCK_RUNS_SQL = "SELECT id FROM workflow_run WHERE id IN ({ids}) ORDER BY id FOR UPDATE"
 # One statement for a batch of runs: each run's state and which step states it still holds, each
@@ -96,6 +112,19 @@ _RUN_HOLDS_SQL = (
     " FROM workflow_run r WHERE r.id IN ({ids}) ORDER BY r.id"
 )
 _SET_RUN_STATE_SQL = "UPDATE workflow_run SET state = %s, finished_at = %s, updated_at = %s WHERE id = %s"
+
+
+@dataclass(slots=True)
+class Wakeups:
+    """What one commit transaction must tell idle workers (a NOTIFY, delivered at commit)."""
+
+    ready: set[int] = field(default_factory=set)  # steps it made ready
+    slot_freed: bool = False  # a step of a capped queue ended
+
+    def needed(self, claimed: Iterable[ClaimedStep]) -> bool:
+        """Steps this same transaction claimed need no other worker: waking one for them (in a
+        chain, our own listener) would only cost it an empty claim."""
+        return self.slot_freed or bool(self.ready - {s.pk for s in claimed})
 
 
 def dedup_waves(outcomes: Sequence[Outcome]) -> list[list[Outcome]]:
@@ -136,18 +165,20 @@ class CommitStore:
         # Lock order, the same in every transaction so concurrent workers cannot deadlock:
         # own steps -> dependents (sorted) -> queue rows -> run rows. So runs settle last.
         with self._transaction() as cursor:
-            report, touched = CommitReport(), []
+            report, touched, wakeups = CommitReport(), [], Wakeups()
             for wave in dedup_waves(outcomes):
-                done, runs = self._commit(cursor, wave, now)
+                done, runs = self._commit(cursor, wave, now, wakeups)
                 report = merge_reports(report, done)
                 touched = sorted({*touched, *runs})
             claimed, unreadable, kept_running = (
                 self._claim(cursor, claim, now) if claim else (ClaimResult(steps=(), wake_in=None), [], set())
             )
             if unreadable:  # rows that cannot become a ClaimedStep fail alone; the claim goes on
-                failed, runs = self._commit(cursor, unreadable, now)
+                failed, runs = self._commit(cursor, unreadable, now, wakeups)
                 report = merge_reports(report, failed)
                 touched = sorted({*touched, *runs})
+            if wakeups.needed(claimed.steps):
+                self._notify(cursor)
             # A run that was running and now holds a step this transaction leased stays running: no
             # other commit can end it meanwhile (our step is running, or ready, to every snapshot).
             touched = [r for r in touched if r not in kept_running]
@@ -155,7 +186,9 @@ class CommitStore:
                 report = replace(report, runs_finished=tuple(self._settle_runs(cursor, touched, now)))
         return report, claimed
 
-    def _commit(self, cursor: Any, outcomes: Sequence[Outcome], now: datetime) -> tuple[CommitReport, list[str]]:
+    def _commit(
+        self, cursor: Any, outcomes: Sequence[Outcome], now: datetime, wakeups: Wakeups
+    ) -> tuple[CommitReport, list[str]]:
         """Apply the outcomes still holding their lease; return the report and the runs to settle."""
         now_db = self._dt(now)
         live: set[tuple[int, str]] = set()
@@ -200,7 +233,9 @@ class CommitStore:
                 retried += 1
             else:
                 failed += 1
-        if step_updates and self.is_postgres:
+        if len(step_updates) == 1 and self.is_postgres:  # one plain round trip, not a pipeline of one
+            cursor.execute(_FINISH_AND_RELEASE_SQL, [*step_updates[0], *lease_updates[0]])
+        elif step_updates and self.is_postgres:
             cursor.executemany(_FINISH_AND_RELEASE_SQL, [(*a, *b) for a, b in zip(step_updates, lease_updates, strict=True)])
         elif step_updates:
             cursor.executemany(_FINISH_STEPS_SQL, step_updates)
@@ -218,14 +253,15 @@ class CommitStore:
                 payload={"attempt": o.step.attempt, "token": o.step.lease.token, "would_be": str(o.next_state)},
             ))
             cursor.execute(_DISCARD_LEASE_SQL, [o.log, now_db, o.step.lease.token])
-        made_ready = 0
+        ready: list[int] = []
         for o in valid:
             if o.next_state == StepState.SUCCEEDED:
-                made_ready += self._write_products(cursor, o, now, resolved.get(o.step.lease.token))
-        made_ready += self._release_dependents(cursor, valid, now)
+                ready += self._write_products(cursor, o, now, resolved.get(o.step.lease.token))
+        ready += self._release_dependents(cursor, valid, now)
+        made_ready = len(ready)
         self._insert_events(cursor, events)
-        if made_ready or any(o.step.queue in self._capped_queues for o in valid):
-            self._notify(cursor)  # steps became ready, or a capped queue has a free slot
+        wakeups.ready.update(ready)
+        wakeups.slot_freed = wakeups.slot_freed or any(o.step.queue in self._capped_queues for o in valid)
         rejected = frozenset(
             o.step.lease.token for o in fenced
             if o.lease_outcome != LeaseOutcome.EXPIRED and o.step.lease.token not in already
@@ -323,12 +359,12 @@ class CommitStore:
         validate_graph(fresh, existing=set(existing))
         return fresh, existing
 
-    def _write_products(self, cursor: Any, o: Outcome, now: datetime, children: Any) -> int:
+    def _write_products(self, cursor: Any, o: Outcome, now: datetime, children: Any) -> list[int]:
         """Insert the (resolved) children, records and artifacts of a succeeded attempt.
 
-        Returns how many children were inserted ready.
+        Returns the ids of the children inserted ready.
         """
-        made_ready = 0
+        made_ready: list[int] = []
         now_db = self._dt(now)
         if children:
             fresh, existing = children
@@ -348,10 +384,20 @@ class CommitStore:
             )
         return made_ready
 
-    def _release_dependents(self, cursor: Any, valid: Sequence[Outcome], now: datetime) -> int:
-        """Satisfy edges out of steps that just ended; dependents with none left become ready."""
+    def _release_dependents(self, cursor: Any, valid: Sequence[Outcome], now: datetime) -> list[int]:
+        """Satisfy edges out of steps that just ended; dependents with none left become ready.
+
+        Returns the ids of the steps made ready.
+        """
         succeeded = sorted(o.step.pk for o in valid if o.next_state == StepState.SUCCEEDED)
         ended = sorted(o.step.pk for o in valid if o.next_state in (StepState.FAILED, StepState.CANCELED))
+        if not succeeded and not ended:
+            return []
+        now_db = self._dt(now)
+        if self.is_postgres:
+            cursor.execute(_RELEASE_DEPENDENTS_PG_SQL, [succeeded, ended, now_db, now_db])
+            # A row counted down had an unmet edge, so it was not ready before: ready now is made ready.
+            return [pk for pk, state in cursor.fetchall() if state == StepState.READY]
         counts: Counter[int] = Counter()
         for pks, only_optional in ((succeeded, False), (ended, True)):
             for chunk in _chunks(pks):
@@ -362,21 +408,18 @@ class CommitStore:
                 )
                 counts.update(r[0] for r in cursor.fetchall())
         if not counts:
-            return 0
+            return []
         dependents = sorted(counts)  # a fixed lock order: concurrent commits cannot deadlock here
-        now_db = self._dt(now)
         if len(dependents) == 1:
             (pk,) = dependents
             n = counts[pk]
             cursor.execute(_COUNT_DOWN_ONE_SQL, [n, n, n, now_db, n, now_db, pk])
-            row = cursor.fetchone()
-            # It had an unsatisfied edge, so it was not ready before: ready now means made ready here.
-            return 1 if row is not None and row[0] == StepState.READY else 0
+            return [pk for pk, state in cursor.fetchall() if state == StepState.READY]
         cursor.executemany(_COUNT_DOWN_DEPS_SQL, [(counts[pk], pk) for pk in dependents])
-        made_ready = 0
+        made_ready: list[int] = []
         for chunk in _chunks(dependents):
             cursor.execute(_MAKE_READY_SQL.format(pks=_marks(len(chunk))), [now_db, now_db, *chunk])
-            made_ready += cursor.rowcount
+            made_ready += [pk for (pk,) in cursor.fetchall()]
         return made_ready
 
     def _settle_runs(self, cursor: Any, run_ids: Sequence[str], now: datetime) -> list[str]:

@@ -38,6 +38,7 @@ _EVENT_SQL = (
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _NOTIFY_SQL = "SELECT pg_notify(%s, '')"
+_TIMESTAMPTZ_OID = 1184
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -135,7 +136,7 @@ class StoreFloor:
             with transaction.atomic(using=self.using):
                 # A plain cursor even under DEBUG: logging every hot-path query costs more than the SQL.
                 conn = self.connection
-                with conn.make_cursor(conn.create_cursor()) as cursor:
+                with conn.make_cursor(self._raw_cursor(conn)) as cursor:
                     yield cursor
         except (OperationalError, InterfaceError) as exc:
             if _is_conflict(exc):  # rolled back to break a deadlock: the connection is fine
@@ -146,6 +147,27 @@ class StoreFloor:
             if _is_dedup_race(exc):  # two commits emitted one dedup key at once: the retry aliases it
                 raise StoreConflict(str(exc), kind="dedup") from exc
             raise
+
+    @staticmethod
+    def _raw_cursor(conn: Any) -> Any:
+        """The store's cursor: on PostgreSQL with prepared statements allowed, one that binds server-side.
+
+        The store sends the same few statements over and over; bound server-side, psycopg
+        prepares each after ``prepare_threshold`` uses, so the server stops parsing and planning
+        the claim on every hop. Django turns prepared statements off unless ``OPTIONS`` sets
+        ``prepare_threshold`` (a transaction-pooling PgBouncer cannot keep them): we follow it.
+        """
+        if conn.vendor == "postgresql" and getattr(conn.connection, "prepare_threshold", None) is not None:
+            # psycopg 3 only: psycopg2 connections have no prepare_threshold
+            from django.db.backends.postgresql.base import ServerBindingCursor
+            from django.db.backends.postgresql.psycopg_any import register_tzloader
+            from psycopg.pq import Format
+
+            cursor = ServerBindingCursor(conn.connection)
+            if conn.timezone != conn.connection.adapters.get_loader(_TIMESTAMPTZ_OID, Format.TEXT).timezone:
+                register_tzloader(conn.timezone, cursor)  # as Django's own create_cursor does
+            return cursor
+        return conn.create_cursor()
 
     def _reset_connection(self) -> None:
         try:

@@ -78,10 +78,10 @@ class RunsStore:
     def _insert_steps(
         self, cursor: Any, run_id: str, specs: Sequence[StepSpec], *, existing: Mapping[str, tuple[int, str]],
         now: datetime,
-    ) -> int:
+    ) -> list[int]:
         """Insert steps and their edges; ``existing`` maps step ids already in the run to (pk, state).
 
-        Returns how many were inserted ready.
+        Returns the ids of those inserted ready.
         """
         states: dict[str, str] = {}
         pending: dict[str, int] = {}
@@ -121,7 +121,7 @@ class RunsStore:
                 edges.append((run_id, pks[spec.id], target_pk, dep.required, satisfied))
         if edges:
             cursor.executemany(_INSERT_EDGES_SQL, edges)
-        return sum(1 for s in states.values() if s == StepState.READY)
+        return [pks[sid] for sid, state in states.items() if state == StepState.READY]
 
     def find_run(self, run_id: str) -> RunInfo | None:
         run = Run.objects.using(self.using).filter(pk=run_id).first()
