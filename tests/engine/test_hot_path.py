@@ -150,3 +150,42 @@ def test_store_cursor__binds_server_side_only_where_the_site_allows_prepared_sta
         _walk(runtime, steps, limit=65)  # asserts every step succeeded
     finally:
         raw.prepare_threshold = 5
+
+
+_HISTORY_TABLES = ("workflow_step", "workflow_run", "workflow_lease", "workflow_event")
+
+
+def _hot_statements() -> dict[str, str]:
+    """Every SQL statement of the claim, commit and lease stores, with placeholders for its lists."""
+    from workflow.stores import claim, commit, leases
+
+    out = {}
+    for module in (claim, commit, leases):
+        for name in dir(module):
+            sql = getattr(module, name)
+            if (name.endswith("_SQL") and isinstance(sql, str) and "_PG_" not in name and "WITH " not in sql
+                    and "FOR UPDATE" not in sql):  # PostgreSQL-only statements
+                lists = {key: "%s, %s" for key in re.findall(r"(?<!\{)\{(\w+)\}(?!\})", sql)}
+                sql = sql.format(**{**lists, "index_hint": " INDEXED BY step_ready_idx", "skip_locked": "",
+                                    "only_optional": "", "due": "NULL", "expiry": "NULL"})
+                out[f"{module.__name__.rsplit('.', 1)[-1]}.{name}"] = sql
+    return out
+
+
+@pytest.mark.django_db
+def test_hot_statements__read_through_an_index_never_through_history():
+    """No statement of the hot path walks a table that grows with history (SQLite: its plans are
+    fixed by the schema; a pending-runs walk and a full step scan were both found this way)."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite plans: PostgreSQL chooses by statistics, which an empty test database lacks")
+    statements = _hot_statements()
+    assert len(statements) > 20
+    with connection.cursor() as cursor:
+        for name, sql in statements.items():
+            sql = sql.replace("%s", "?")
+            plan = [row[3] for row in cursor.execute(f"EXPLAIN QUERY PLAN {sql}", [None] * sql.count("?")).fetchall()]
+            scans = [line for line in plan if any(line == f"SCAN {t}" or line.startswith(f"SCAN {t} ") and
+                                                   "step_running_idx" not in line for t in _HISTORY_TABLES)]
+            assert not scans, f"{name} scans history: {plan}\n{sql}"
+            if name == "claim._START_RUNS_SQL":
+                assert any("sqlite_autoindex_workflow_run_1" in line for line in plan), plan

@@ -93,10 +93,14 @@ _INSERT_LEASES_SQL = (
     "INSERT INTO workflow_lease (step_id, run_id, attempt, worker_id, token, claimed_at, expires_at, outcome,"
     " error_code, error_message, log) VALUES (%s, %s, %s, %s, %s, %s, %s, '', '', '', '')"
 )
+# Runs the claim read as pending. PostgreSQL re-checks the state (another worker may have started
+# the run, or an operator canceled it, since the claim's snapshot). SQLite needs no re-check: this
+# transaction holds the write lock since before it read the state. And SQLite must not see one: it
+# would walk every pending run through run_state_newest_idx instead of looking the ids up.
 _START_RUNS_SQL = (
-    f"UPDATE workflow_run SET state = '{RunState.RUNNING}', started_at = %s, updated_at = %s"
-    f" WHERE id IN ({{runs}}) AND state = '{RunState.PENDING}'"
+    f"UPDATE workflow_run SET state = '{RunState.RUNNING}', started_at = %s, updated_at = %s WHERE id IN ({{runs}})"
 )
+_STILL_PENDING = f" AND state = '{RunState.PENDING}'"
 
 
 class ClaimStore:
@@ -382,6 +386,7 @@ class ClaimStore:
         run_ids = sorted(pending_runs)
         for chunk in _chunks(run_ids):
             now_db = self._dt(max(pending_runs[r] for r in chunk))
-            cursor.execute(_START_RUNS_SQL.format(runs=_marks(len(chunk))), [now_db, now_db, *chunk])
+            sql = _START_RUNS_SQL.format(runs=_marks(len(chunk))) + (_STILL_PENDING if self.is_postgres else "")
+            cursor.execute(sql, [now_db, now_db, *chunk])
         running = {c.run_id for c in claimed} & {r[1] for r in rows if r[14] in (RunState.PENDING, RunState.RUNNING)}
         return tuple(claimed), unreadable, running

@@ -22,7 +22,10 @@ _EXPIRED_LEASES_SQL = (
     f" lease_expires_at FROM workflow_step WHERE state = '{_RUNNING}' AND lease_expires_at < %s"
     " ORDER BY lease_expires_at LIMIT %s"
 )
-_MARK_STARTED_SQL = "UPDATE workflow_step SET awaiting_thread_since = NULL WHERE lease_token IN ({tokens})"
+# The state term lets it read the running-steps index; lease_token alone has none (a table scan).
+_MARK_STARTED_SQL = (
+    f"UPDATE workflow_step SET awaiting_thread_since = NULL WHERE lease_token IN ({{tokens}}) AND state = '{_RUNNING}'"
+)
 _RENEW_STEPS_SQL = (
     "UPDATE workflow_step SET lease_expires_at = %s WHERE lease_token IN ({tokens})"
     f" AND state = '{_RUNNING}' AND lease_expires_at >= %s RETURNING lease_token"
