@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -10,10 +11,13 @@ from typing import Any, Protocol
 from . import typed, validation
 from .errors import InvalidGraph, InvalidInput, UnknownKind
 from .validation import MAX_DEDUP_KEY_LENGTH, MAX_SITE_LENGTH, MAX_STEP_ID_LENGTH, as_timeout
-from .values import Dependency, RetryPolicy, StepHandle, StepSpec
+from .values import Dependency, RetryPolicy, StepHandle, StepSpec, checked_step_spec
 
 MAX_ID_LENGTH = MAX_STEP_ID_LENGTH
 MIN_PRIORITY, MAX_PRIORITY = -100, 100  # Django's task priorities
+# Whole numbers up to this size print in far fewer digits than Python's int-to-text limit (4,300).
+_MAX_FAST_INT_BITS = 1024
+_DEFAULT_RETRY = RetryPolicy()  # frozen: one instance serves every step that names no policy
 
 
 class KindDefaults(Protocol):
@@ -48,6 +52,17 @@ def check_id(
 
 def to_json_value(what: str, value: Any, *, field: str | None = None, step: str | None = None) -> Any:
     """Return ``value`` as plain JSON data the databases accept, or raise ``InvalidInput`` naming ``what``."""
+    # Scalars (most children's inputs are None, an id or a number) come back from the JSON round
+    # trip unchanged, so they skip it; anything the round trip or the checks could refuse takes it.
+    kind = type(value)
+    if (
+        value is None
+        or kind is bool
+        or (kind is int and value.bit_length() <= _MAX_FAST_INT_BITS)
+        or (kind is str and not validation.has_bad_json_char(value))
+        or (kind is float and math.isfinite(value))
+    ):
+        return value
     field = field or what.split(" ")[0]
     where = f"step {step!r}: " if step else ""
     try:
@@ -65,7 +80,9 @@ def to_json_value(what: str, value: Any, *, field: str | None = None, step: str 
 
 def check_metadata(what: str, metadata: Mapping[str, str] | None, *, step: str | None = None) -> dict[str, str]:
     """Return ``metadata`` as a dict of strings to strings the databases accept."""
-    meta = dict(metadata or {})
+    if not metadata:
+        return {}
+    meta = dict(metadata)
     where = f"step {step!r}: " if step else ""
     for key, value in meta.items():
         if not isinstance(key, str) or not isinstance(value, str):
@@ -147,7 +164,7 @@ def build_spec(
         if seen is None or (dep.required and not seen.required):
             merged[dep.step_id] = dep
     deps = tuple(merged.values())
-    return StepSpec(
+    return checked_step_spec(
         id=step_id,
         kind=kind,
         input=to_json_value("input", input, field="input", step=step_id),
@@ -155,7 +172,7 @@ def build_spec(
         site=site or "",
         dedup_key=dedup_key,
         depends_on=deps,
-        retry=retry or executor.retry or RetryPolicy(),
+        retry=retry or executor.retry or _DEFAULT_RETRY,
         metadata=meta,
         parent_id=parent.id if isinstance(parent, StepHandle) else parent,
         priority=priority,
@@ -175,14 +192,23 @@ def validate_graph(steps: Sequence[StepSpec], *, existing: Collection[str] = ())
         if spec.id in ids or spec.id in existing:
             raise InvalidGraph(f"duplicate step id {spec.id!r}")
         ids[spec.id] = spec
+    # Only steps with edges into the new steps can lie on a cycle; the rest (most emitted
+    # children) need no walk, and a walk treats them as leaves.
+    edges: dict[str, list[str]] = {}
     for spec in steps:
+        if not spec.depends_on:
+            continue
+        inner = []
         for dep in spec.depends_on:
-            if dep.step_id not in ids and dep.step_id not in existing:
+            if dep.step_id in ids:
+                inner.append(dep.step_id)
+            elif dep.step_id not in existing:
                 raise InvalidGraph(f"step {spec.id!r} depends on missing step {dep.step_id!r}")
+        if inner:
+            edges[spec.id] = inner
     # Iterative three-colour DFS over the new steps only: O(steps + edges).
-    edges = {sid: [d.step_id for d in spec.depends_on if d.step_id in ids] for sid, spec in ids.items()}
     state: dict[str, int] = {}
-    for root in ids:
+    for root in edges:
         if state.get(root):
             continue
         stack: list[tuple[str, int]] = [(root, 0)]
@@ -199,7 +225,7 @@ def validate_graph(steps: Sequence[StepSpec], *, existing: Collection[str] = ())
                 if state.get(nxt) == 1:
                     cycle = path[path.index(nxt) :] + [nxt]
                     raise InvalidGraph("dependency cycle: " + " -> ".join(cycle))
-                if not state.get(nxt):
+                if nxt in edges and not state.get(nxt):  # a step without edges is a leaf: done
                     stack.append((nxt, 0))
             else:
                 state[node] = 2

@@ -50,6 +50,9 @@ def check_text(
     value: Any, *, label: str, field: str, max_length: int, step: str | None = None, allow_empty: bool = False
 ) -> str:
     """Return ``value`` if it is a printable string that fits its column, else raise ``InvalidInput``."""
+    # Fast path (every emitted child passes here several times): accept what the checks below accept.
+    if type(value) is str and 0 < len(value) <= max_length and not _FORBIDDEN_CHAR.search(value) and value.strip():
+        return value
     where = _where(step)
     if not isinstance(value, str):
         raise InvalidInput(f"{where}{label} must be a string, got {type(value).__name__}", field=field, step=step)
@@ -88,6 +91,8 @@ def check_id(
 
 def check_queue_name(value: Any, *, field: str = "queue", step: str | None = None, label: str = "queue name") -> str:
     """Check a queue name: 1-100 letters, digits, ``_``, ``-`` or ``.``, and not ``.`` or ``..``."""
+    if type(value) is str and value in _valid_queue_names:
+        return value
     where = _where(step)
     if not isinstance(value, str):
         raise InvalidInput(f"{where}{label} must be a string, got {type(value).__name__}", field=field, step=step)
@@ -100,7 +105,15 @@ def check_queue_name(value: Any, *, field: str = "queue", step: str | None = Non
             f"{where}{label} {_shown(value)} may only hold letters, digits, '_', '-' and '.' (and is not '.' or '..')",
             field=field, step=step,
         )
+    if type(value) is str and len(_valid_queue_names) < _MAX_REMEMBERED_QUEUE_NAMES:
+        _valid_queue_names.add(value)
     return value
+
+
+# Queue names seen valid: a run's steps share a handful, so the pattern is matched once per name.
+# Bounded, so a caller minting names cannot grow it without limit (past the bound names are checked each time).
+_MAX_REMEMBERED_QUEUE_NAMES = 1024
+_valid_queue_names: set[str] = set()
 
 
 # In ``json.dumps`` text (ASCII escapes): an unescaped backslash starting \u0000 or a surrogate escape.
@@ -143,6 +156,11 @@ def check_json(value: Any, *, label: str, field: str, step: str | None = None) -
         elif isinstance(item, (list, tuple)):
             stack.extend((child, depth + 1, f"{path}[{n}]") for n, child in enumerate(item))
     return value
+
+
+def has_bad_json_char(text: str) -> bool:
+    """Whether ``text`` holds a character ``check_json`` refuses (a NUL or a lone surrogate)."""
+    return _BAD_JSON_CHAR.search(text) is not None
 
 
 def _check_json_string(text: str, *, where: str, label: str, field: str, step: str | None, path: str) -> None:

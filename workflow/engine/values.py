@@ -9,7 +9,7 @@ import enum
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -243,6 +243,46 @@ class StepSpec:
     priority: int = 0  # claims take the highest first, then the earliest available
     not_before: datetime | None = None  # not claimable before this instant (``run_after``)
     timeout: timedelta | None = None  # an attempt running longer fails with retryable code "timeout"
+
+
+_set = object.__setattr__
+
+
+def checked_step_spec(
+    *, id: str, kind: str, input: Any, queue: str, site: str, dedup_key: str | None,
+    depends_on: tuple[Dependency, ...], retry: RetryPolicy, metadata: Mapping[str, str], parent_id: str | None,
+    priority: int, not_before: datetime | None, timeout: timedelta | None,
+) -> StepSpec:
+    """Build a ``StepSpec`` whose every field was already checked (``builder.build_spec``).
+
+    The same value as ``StepSpec(...)`` (which has no ``__post_init__``), built about three times
+    faster by setting its slots directly: a step emitting 10,000 children builds 10,000 specs.
+    """
+    spec = object.__new__(StepSpec)
+    _set(spec, "id", id)
+    _set(spec, "kind", kind)
+    _set(spec, "input", input)
+    _set(spec, "queue", queue)
+    _set(spec, "site", site)
+    _set(spec, "dedup_key", dedup_key)
+    _set(spec, "depends_on", depends_on)
+    _set(spec, "retry", retry)
+    _set(spec, "metadata", metadata)
+    _set(spec, "parent_id", parent_id)
+    _set(spec, "priority", priority)
+    _set(spec, "not_before", not_before)
+    _set(spec, "timeout", timeout)
+    return spec
+
+
+# A field added to StepSpec (or a __post_init__) must be added here too: refuse to import otherwise.
+_code = checked_step_spec.__code__
+if (
+    _code.co_varnames[: _code.co_kwonlyargcount] != tuple(f.name for f in fields(StepSpec))
+    or hasattr(StepSpec, "__post_init__")
+):
+    raise TypeError("checked_step_spec must set exactly StepSpec's fields")
+del _code
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
