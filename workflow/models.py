@@ -153,7 +153,7 @@ class Dependency(models.Model):
     """An edge: ``step`` waits for ``depends_on`` (its success if ``required``, else any end)."""
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="+")
-    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="dependencies")
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="dependencies", db_index=False)  # dependency_unique leads with it
     depends_on = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="dependents")
     required = models.BooleanField(default=True)
     satisfied = models.BooleanField(default=False)
@@ -271,7 +271,8 @@ class Event(models.Model):
     created_at = models.DateTimeField()
     kind = models.CharField(max_length=50)
     severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.INFO)
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, null=True, blank=True, related_name="events",
+                            db_index=False)  # event_run_idx leads with it
     step_id = models.CharField(max_length=255, null=True, blank=True)
     queue = models.CharField(max_length=100, blank=True, default="")
     worker_id = models.CharField(max_length=200, blank=True, default="")

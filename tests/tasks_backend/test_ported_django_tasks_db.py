@@ -82,7 +82,7 @@ class DatabaseBackendTestCase(TransactionTestCase):
                 with self._capture_task_enqueued_signal() as received:
                     result = task.enqueue(1, two=3)
 
-                self.assertEqual(uuid.UUID(result.id).version, 4)
+                self.assertEqual(uuid.UUID(result.id).version, 7)  # ours: time-ordered (theirs: 4)
                 self.assertEqual(result.status, TaskResultStatus.READY)
                 self.assertFalse(result.is_finished)
                 self.assertIsNone(result.started_at)
@@ -103,7 +103,7 @@ class DatabaseBackendTestCase(TransactionTestCase):
                 with self._capture_task_enqueued_signal() as received:
                     result = await task.aenqueue()
 
-                self.assertEqual(uuid.UUID(result.id).version, 4)
+                self.assertEqual(uuid.UUID(result.id).version, 7)  # ours: time-ordered (theirs: 4)
                 self.assertEqual(result.status, TaskResultStatus.READY)
                 self.assertFalse(result.is_finished)
                 self.assertEqual(result.args, [])

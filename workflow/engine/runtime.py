@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +18,16 @@ from .registry import Registry
 from .runner import Runner, Services
 from .scheduler import Scheduler
 from .store import ArtifactStore, Projection, ProjectionStore, Store
-from .values import CycleResult, NewRun, QueueConfig, RecordInfo, RunHandle, RunInfo, StepResult
+from .values import (
+    CycleResult,
+    NewRun,
+    QueueConfig,
+    RecordInfo,
+    RunHandle,
+    RunInfo,
+    StepResult,
+    time_ordered_uuid,
+)
 
 __all__ = ["Config", "Runtime", "Workers", "utcnow"]  # Config lives in .config; imported from here too
 _log = logging.getLogger("workflow.worker")
@@ -72,7 +80,7 @@ class Runtime:
         raw_input = to_json_value(f"input of package {package!r}", input, field="input")
         if run_id is not None:
             check_id("run id", run_id, field="run_id", max_length=validation.MAX_RUN_ID_LENGTH)
-        run_id = run_id or f"{package}-{uuid.uuid4()}"
+        run_id = run_id or f"{package}-{time_ordered_uuid()}"
         meta = check_metadata("run metadata", metadata)
         run_name = check_run_name(name) if name is not None else pkg.display_name[: validation.MAX_RUN_NAME_LENGTH]
         builder = RunBuilder(self.registry, run_id=run_id, package=package, name=run_name, metadata=meta)

