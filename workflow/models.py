@@ -49,7 +49,8 @@ class Run(models.Model):
             # The runs list filtered by state, in its own order: ?state=canceled walks this index.
             models.Index(fields=["state", "-created_at", "-id"], name="run_state_newest_idx"),
             models.Index(fields=["package", "-created_at"], name="run_package_idx"),
-            models.Index(fields=["finished_at"], name="run_finished_idx"),
+            # Finished runs only: a run enters it once, when it ends (retention walks it).
+            models.Index(fields=["finished_at"], condition=Q(finished_at__isnull=False), name="run_finished_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(state__in=[s.value for s in RunState]), name="run_state_valid"),

@@ -1,6 +1,7 @@
 """Fewer index entries per step: every claim and commit wrote entries no query needed.
 
 - ``run_state_idx`` (state, -created_at) is a prefix of ``run_state_newest_idx``.
+- ``run_finished_idx`` holds finished runs only: a run enters it once, when it ends.
 - ``step_lease_idx`` and ``step_running_queue_idx`` (both over running steps only) become one
   ``step_running_idx`` (queue, lease_expires_at).
 - The foreign-key indexes on ``step.run_id``, ``lease.run_id``, ``event.run_id`` and
@@ -52,6 +53,12 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RemoveIndex(model_name="run", name="run_state_idx"),
+        migrations.RemoveIndex(model_name="run", name="run_finished_idx"),
+        migrations.AddIndex(
+            model_name="run",
+            index=models.Index(condition=models.Q(("finished_at__isnull", False)), fields=["finished_at"],
+                               name="run_finished_idx"),
+        ),
         migrations.RemoveIndex(model_name="step", name="step_lease_idx"),
         migrations.RemoveIndex(model_name="step", name="step_running_queue_idx"),
         migrations.AddIndex(
