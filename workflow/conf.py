@@ -8,6 +8,7 @@ WORKFLOW = {
     "LEASE_DURATION": timedelta(seconds=30),
     "HEARTBEAT_INTERVAL": None,               # default: a third of the lease
     "GRACE_PERIOD": timedelta(seconds=30),    # SIGTERM: how long running steps may finish
+    "PREFETCH": 0,                            # steps claimed beyond the threads; 0: by step duration
     "QUEUES": {"io": {"MAX_WORKERS": 4, "RATE_LIMIT": {"RATE": 10, "PER": timedelta(seconds=1), "BURST": 1}}},
     "ARTIFACT_STORAGE": "artifacts",          # a STORAGES alias, or None for no external store
     "ARTIFACT_INLINE_LIMIT": 256 * 1024,

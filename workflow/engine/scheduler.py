@@ -24,7 +24,7 @@ from .config import Clock, Config, PeriodicHook
 from .context import install_log_capture
 from .errors import StoreConflict, StoreUnavailable
 from .observer import NullObserver, Observer
-from .rules import heartbeat_interval
+from .rules import claim_capacity, heartbeat_interval
 from .runner import CancelFlag, Runner
 from .store import ClaimResult, Store, WorkerInfo
 from .values import ClaimedStep, ClaimRequest, CommitReport, CycleResult, ErrorInfo, Outcome, StepState
@@ -285,15 +285,10 @@ class Scheduler:
 
     @property
     def capacity(self) -> int:
-        """Threads plus prefetch: short steps are claimed in batches so commits batch too.
-
-        Only steps known to be short are prefetched: a long step claimed beyond the free threads
-        would wait here while another worker sits idle.
-        """
+        """Threads plus prefetch (``rules.claim_capacity``): short steps are claimed in batches."""
         if self._fixed_prefetch:
             return self.max_workers + self._fixed_prefetch
-        short = self._avg_exec_seconds < 0.005
-        return self.max_workers + (max(64, self.max_workers) if short else 0)
+        return claim_capacity(self.max_workers, self._avg_exec_seconds)
 
     def _learn(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from django.db import (
@@ -104,9 +105,16 @@ class StoreFloor:
     def connection(self) -> Any:
         return connections[self.using]
 
-    @property
+    # An alias's vendor and datetime adapter never change, and looking the thread's connection up
+    # costs more than either: the hot path asks several times per step. (Django's adapter reads
+    # only settings, so one found through any thread's connection serves every thread.)
+    @cached_property
     def is_postgres(self) -> bool:
         return self.connection.vendor == "postgresql"
+
+    @cached_property
+    def _adapt_datetime(self) -> Any:
+        return self.connection.ops.adapt_datetimefield_value
 
     def _dt(self, value: datetime | None) -> Any:
         """A datetime as the database driver takes it; the last one is memoised (``now`` repeats)."""
@@ -115,7 +123,7 @@ class StoreFloor:
         memo = self._dt_memo
         if memo[0] is value:
             return memo[1]
-        adapted = self.connection.ops.adapt_datetimefield_value(value)
+        adapted = self._adapt_datetime(value)
         self._dt_memo = (value, adapted)
         return adapted
 
