@@ -103,6 +103,10 @@ _START_RUNS_SQL = (
 _STILL_PENDING = f" AND state = '{RunState.PENDING}'"
 
 
+def _seconds_from(now: datetime, moment: datetime | None) -> float | None:
+    return None if moment is None else max((moment - now).total_seconds(), 0.0)
+
+
 class ClaimStore:
     """Claiming ready steps under fenced leases, within queue caps, rate limits and pauses."""
 
@@ -307,9 +311,8 @@ class ClaimStore:
         expiry = _NEXT_LEASE_EXPIRY_SQL.format(names=_marks(len(names)), sites=site_marks)
         params = [*open_names, *sites] if open_names else []
         cursor.execute(_NEXT_WAKE_SQL.format(due=due, expiry=expiry), [*params, *names, *sites])
-        return tuple(  # type: ignore[return-value]
-            None if (t := self._parse_dt(v)) is None else max((t - now).total_seconds(), 0.0) for v in cursor.fetchone()
-        )
+        next_due, first_expiry = (self._parse_dt(v) for v in cursor.fetchone())
+        return _seconds_from(now, next_due), _seconds_from(now, first_expiry)
 
     def _claim_and_lease(
         self, cursor: Any, claim_sql: str, params: list[Any], req: ClaimRequest, now: datetime, position: int

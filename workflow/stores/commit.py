@@ -68,6 +68,7 @@ _INSERT_ARTIFACTS_SQL = (
     "INSERT INTO workflow_artifact (id, run_id, step_id, name, kind, content_type, size, sha256, body,"
     " storage_key, metadata, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+# SQLite releases dependents in these steps (PostgreSQL: _RELEASE_DEPENDENTS_PG_SQL, one statement).
 _SATISFY_EDGES_SQL = (
     "UPDATE workflow_dependency SET satisfied = %s WHERE satisfied = %s{only_optional}"
     " AND depends_on_id IN ({pks}) RETURNING step_id"
@@ -77,7 +78,7 @@ _MAKE_READY_SQL = (
     f"UPDATE workflow_step SET state = '{StepState.READY}', available_at = %s, updated_at = %s"
     f" WHERE id IN ({{pks}}) AND state = '{StepState.PENDING}' AND pending_deps = 0 RETURNING id"
 )
-# One dependent (every chain hop): count down and make ready in one statement (SET reads the old row).
+# SQLite, one dependent (every chain hop): count down and make ready in one statement (SET reads the old row).
 _BECOMES_READY = f"state = '{StepState.PENDING}' AND pending_deps - %s = 0"
 _COUNT_DOWN_ONE_SQL = (
     f"UPDATE workflow_step SET pending_deps = pending_deps - %s,"
