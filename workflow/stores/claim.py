@@ -22,7 +22,6 @@ from ..engine.values import (
 )
 from .rows import (
     _chunks,
-    _lease_token,
     _lease_token_prefix,
     _loads,
     _marks,
@@ -30,13 +29,15 @@ from .rows import (
 )
 
 # The claim reads through the ready-only partial index: the state is a literal in the text, so the
-# planner can match the index's predicate. ``{index_hint}``, ``{sites}`` and ``{skip_locked}`` are
-# filled per database and site count (``claim_sql``).
+# planner can match the index's predicate. ``{columns}``, ``{index_hint}``, ``{sites}`` and
+# ``{skip_locked}`` are filled per database and site count (``claim_sql``).
 _CLAIM_SQL = (
-    "SELECT id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt,"
-    " timeout_seconds, available_at, (SELECT r.state FROM workflow_run r WHERE r.id = workflow_step.run_id) AS run_state"
-    f" FROM workflow_step{{index_hint}} WHERE state = '{StepState.READY}' AND queue = %s"
+    f"SELECT {{columns}} FROM workflow_step{{index_hint}} WHERE state = '{StepState.READY}' AND queue = %s"
     " AND available_at <= %s AND site IN ({sites}) ORDER BY priority DESC, available_at, id LIMIT %s{skip_locked}"
+)
+_CLAIM_COLUMNS = (
+    "id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry, attempt,"
+    " timeout_seconds, available_at, (SELECT r.state FROM workflow_run r WHERE r.id = workflow_step.run_id) AS run_state"
 )
 # PostgreSQL claims and leases in one round trip: the claim above picks and locks the rows, the
 # update leases them (each token the claim's time-sorted random prefix plus the step's id, so it is
@@ -83,11 +84,18 @@ _NEXT_LEASE_EXPIRY_SQL = (
     " AND site IN ({sites})"
 )
 _NEXT_WAKE_SQL = "SELECT ({due}), ({expiry})"
-_LEASE_STEPS_SQL = (
-    f"UPDATE workflow_step SET state = '{StepState.RUNNING}', attempt = attempt + 1, lease_token = %s, lease_owner = %s,"
-    " lease_expires_at = %s, started_at = COALESCE(started_at, %s), awaiting_thread_since = %s,"
-    " updated_at = %s"
-    " WHERE id = %s"
+# SQLite claims and leases one queue's due steps in one statement too: the update picks its rows
+# with the claim query above, each token is the claim's prefix plus the step's id (as on
+# PostgreSQL). The first ``start_now`` by claim order start now (``{first}``: the claim query with
+# that limit, read before any row changes), the rest wait for a thread. RETURNING gives no order:
+# the priority and due time come back to sort by.
+_CLAIM_AND_LEASE_SQLITE_SQL = (
+    f"UPDATE workflow_step SET state = '{StepState.RUNNING}', attempt = attempt + 1,"
+    " lease_token = %s || printf('%%x', id), lease_owner = %s, lease_expires_at = %s,"
+    " started_at = COALESCE(started_at, %s), awaiting_thread_since = {awaiting}, updated_at = %s"
+    " WHERE id IN ({claim}) RETURNING id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry,"
+    " attempt, timeout_seconds, available_at, lease_token,"
+    " (SELECT r.state FROM workflow_run r WHERE r.id = workflow_step.run_id), priority"
 )
 _INSERT_LEASES_SQL = (
     "INSERT INTO workflow_lease (step_id, run_id, attempt, worker_id, token, claimed_at, expires_at, outcome,"
@@ -133,8 +141,7 @@ class ClaimStore:
         # Two or more limited queues: lock them all now, in name order. A single one is locked only
         # if the claim reaches it, so a claim filled by other queues does not wait for its row.
         limited = self._lock_limited_queues(cursor, limited_names) if len(limited_names) > 1 else {}
-        rows: list[tuple[Any, ...]] = []
-        leased: list[tuple[Any, ...]] = []  # PostgreSQL: claimed and leased in one statement
+        leased: list[tuple[Any, ...]] = []  # claimed and leased, one statement per queue
         hints: list[float] = []
         blocked: list[tuple[str, str]] = [(n, "paused") for n in paused]
         open_names: list[str] = []  # queues that could start a step now: their due time sets the wake-up
@@ -159,21 +166,15 @@ class ClaimStore:
                         hints.append(hint)
                     continue
             open_names.append(name)
-            if self.is_postgres:
-                got = self._claim_and_lease(cursor, claim_sql, [name, self._dt(now), *sites, allowance], req, lease_now,
-                                            len(rows))
-                leased.extend(got)
-            else:
-                cursor.execute(claim_sql, [name, self._dt(now), *sites, allowance])
-                got = cursor.fetchall()
+            got = self._claim_and_lease(cursor, claim_sql, [name, self._dt(now), *sites, allowance], req, lease_now,
+                                        len(leased))
             if name in limited and limited[name][1] is not None and got:
                 cursor.execute(_SPEND_TOKENS_SQL, [tokens - len(got), name])
-            rows.extend(got)
+            leased.extend(got)
             remaining -= len(got)
-        if leased:
-            claimed, unreadable, running = self._claimed_steps(cursor, leased, req)
-        else:
-            claimed, unreadable, running = self._lease(cursor, rows, req, lease_now) if rows else ((), [], set())
+        if leased and not self.is_postgres:  # PostgreSQL's claim statement wrote the attempt rows
+            self._insert_attempt_rows(cursor, leased, req)
+        claimed, unreadable, running = self._claimed_steps(cursor, leased, req) if leased else ((), [], set())
         if blocked:
             self._throttle_events(cursor, blocked, queues, now, sites)
         wake_in: float | None = 0.0
@@ -242,7 +243,8 @@ class ClaimStore:
         """
         index_hint = "" if self.is_postgres else " INDEXED BY step_ready_idx"
         skip_locked = " FOR UPDATE SKIP LOCKED" if self.is_postgres else ""
-        return _CLAIM_SQL.format(index_hint=index_hint, sites=_marks(site_count), skip_locked=skip_locked)
+        columns = _CLAIM_COLUMNS if self.is_postgres else "id"  # SQLite's claim statement returns the rest
+        return _CLAIM_SQL.format(columns=columns, index_hint=index_hint, sites=_marks(site_count), skip_locked=skip_locked)
 
     def _retry_policy(self, raw: Any) -> RetryPolicy:
         """Parse a step's retry policy once per distinct JSON text: a run's steps mostly share one."""
@@ -317,39 +319,41 @@ class ClaimStore:
     def _claim_and_lease(
         self, cursor: Any, claim_sql: str, params: list[Any], req: ClaimRequest, now: datetime, position: int
     ) -> list[tuple[Any, ...]]:
-        """PostgreSQL: claim, lease and write the attempt rows of one queue's due steps in one statement.
+        """Claim and lease one queue's due steps in one statement; the leased rows, in claim order.
 
         ``position`` is how many steps this claim already took from other queues: the first
         ``req.start_now`` of the whole claim start now, the rest wait for a thread.
         """
         expires = now + req.lease_duration
         now_db, expires_db = self._dt(now), self._dt(expires)
-        start = params[-1] if req.start_now is None else max(0, req.start_now - position)
-        cursor.execute(_CLAIM_AND_LEASE_SQL.format(claim=claim_sql), [
-            *params, _lease_token_prefix(), req.worker_id, expires_db, now_db, start, now_db, now_db,
-            req.worker_id, now_db, expires_db,
+        limit = params[-1]
+        start = limit if req.start_now is None else max(0, req.start_now - position)
+        if self.is_postgres:
+            cursor.execute(_CLAIM_AND_LEASE_SQL.format(claim=claim_sql), [
+                *params, _lease_token_prefix(), req.worker_id, expires_db, now_db, start, now_db, now_db,
+                req.worker_id, now_db, expires_db,
+            ])
+            return [(*row, now) for row in cursor.fetchall()]
+        if start >= limit:
+            awaiting, awaiting_params = "NULL", []
+        elif start == 0:
+            awaiting, awaiting_params = "%s", [now_db]
+        else:
+            awaiting, awaiting_params = f"CASE WHEN id IN ({claim_sql}) THEN NULL ELSE %s END", [*params[:-1], start, now_db]
+        cursor.execute(_CLAIM_AND_LEASE_SQLITE_SQL.format(awaiting=awaiting, claim=claim_sql), [
+            _lease_token_prefix(), req.worker_id, expires_db, now_db, *awaiting_params, now_db, *params,
         ])
-        return [(*row, now) for row in cursor.fetchall()]
+        rows = cursor.fetchall()
+        rows.sort(key=lambda r: (-r[15], r[12], r[0]))  # priority first, then due time, then id
+        return [(*row[:15], now) for row in rows]
 
-    def _lease(
-        self, cursor: Any, rows: list[tuple[Any, ...]], req: ClaimRequest, now: datetime
-    ) -> tuple[tuple[ClaimedStep, ...], list[Outcome], set[str]]:
-        """Lease the claimed rows (SQLite: one executemany each for the steps and their attempt rows)."""
-        expires = now + req.lease_duration
-        now_db, expires_db = self._dt(now), self._dt(expires)
-        # No step_claimed event: the attempt row records the claim (read/events.py shows it as one).
-        step_updates, lease_rows, leased = [], [], []
-        starting = len(rows) if req.start_now is None else req.start_now
-        for row in rows:
-            pk, run_id, attempt = row[0], row[1], row[10] + 1
-            token = _lease_token()
-            awaiting = None if len(step_updates) < starting else now_db  # the rest wait for a thread
-            step_updates.append((token, req.worker_id, expires_db, now_db, awaiting, now_db, pk))
-            lease_rows.append((pk, run_id, attempt, req.worker_id, token, now_db, expires_db))
-            leased.append((*row[:10], attempt, row[11], row[12], token, row[13], now))
-        cursor.executemany(_LEASE_STEPS_SQL, step_updates)
-        cursor.executemany(_INSERT_LEASES_SQL, lease_rows)
-        return self._claimed_steps(cursor, leased, req)
+    def _insert_attempt_rows(self, cursor: Any, leased: list[tuple[Any, ...]], req: ClaimRequest) -> None:
+        """SQLite: the attempt rows of the steps just leased (no step_claimed event: the row records the claim)."""
+        stamps = {now: (self._dt(now), self._dt(now + req.lease_duration)) for *_, now in leased}  # one per queue
+        cursor.executemany(_INSERT_LEASES_SQL, [
+            (pk, run_id, attempt, req.worker_id, token, *stamps[now])
+            for pk, run_id, _, _, _, _, _, _, _, _, attempt, _, _, token, _, now in leased
+        ])
 
     def _claimed_steps(
         self, cursor: Any, rows: list[tuple[Any, ...]], req: ClaimRequest

@@ -36,8 +36,9 @@ from .rows import (
     _marks,
 )
 
+# Each live step's token, and whether its lease has expired (compared in SQL: no timestamp to parse).
 _LOCK_LIVE_STEPS_SQL = (
-    f"SELECT id, lease_token, lease_expires_at FROM workflow_step WHERE id IN ({{pks}})"
+    f"SELECT id, lease_token, lease_expires_at < %s FROM workflow_step WHERE id IN ({{pks}})"
     f" AND state = '{StepState.RUNNING}' ORDER BY id"
 )
 _FINISH_STEPS_SQL = (
@@ -68,7 +69,7 @@ _INSERT_ARTIFACTS_SQL = (
     "INSERT INTO workflow_artifact (id, run_id, step_id, name, kind, content_type, size, sha256, body,"
     " storage_key, metadata, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
-# SQLite releases dependents in these steps (PostgreSQL: _RELEASE_DEPENDENTS_PG_SQL, one statement).
+# Releasing dependents: satisfy the edges out of the ended steps, then count their dependents down.
 _SATISFY_EDGES_SQL = (
     "UPDATE workflow_dependency SET satisfied = %s WHERE satisfied = %s{only_optional}"
     " AND depends_on_id IN ({pks}) RETURNING step_id"
@@ -78,7 +79,7 @@ _MAKE_READY_SQL = (
     f"UPDATE workflow_step SET state = '{StepState.READY}', available_at = %s, updated_at = %s"
     f" WHERE id IN ({{pks}}) AND state = '{StepState.PENDING}' AND pending_deps = 0 RETURNING id"
 )
-# SQLite, one dependent (every chain hop): count down and make ready in one statement (SET reads the old row).
+# One dependent (every chain hop): count down and make ready in one statement (SET reads the old row).
 _BECOMES_READY = f"state = '{StepState.PENDING}' AND pending_deps - %s = 0"
 _COUNT_DOWN_ONE_SQL = (
     f"UPDATE workflow_step SET pending_deps = pending_deps - %s,"
@@ -86,15 +87,13 @@ _COUNT_DOWN_ONE_SQL = (
     f" available_at = CASE WHEN {_BECOMES_READY} THEN %s ELSE available_at END,"
     f" updated_at = CASE WHEN {_BECOMES_READY} THEN %s ELSE updated_at END WHERE id = %s RETURNING id, state"
 )
-# PostgreSQL: satisfy the edges out of the ended steps and count their dependents down in one
-# statement. The dependents are locked in id order first (``l``), so concurrent commits cannot
-# deadlock on them; a dependent left with no unmet edge becomes ready (SET reads the old row).
+# PostgreSQL, several dependents: lock them in id order first (``l``), so concurrent commits cannot
+# deadlock on them, then count each down by its number of edges just satisfied, in one statement.
+# (One statement for the edges as well ran at twice the time of these two plain ones on every hop.)
 _BECOMES_READY_PG = f"s.state = '{StepState.PENDING}' AND s.pending_deps - l.n = 0"
-_RELEASE_DEPENDENTS_PG_SQL = (
-    "WITH e AS (UPDATE workflow_dependency SET satisfied = true WHERE satisfied = false"
-    " AND (depends_on_id = ANY(%s) OR (required = false AND depends_on_id = ANY(%s))) RETURNING step_id),"
-    " c AS (SELECT step_id, count(*) AS n FROM e GROUP BY step_id),"
-    " l AS MATERIALIZED (SELECT s.id, c.n FROM workflow_step s JOIN c ON c.step_id = s.id ORDER BY s.id FOR UPDATE OF s)"
+_COUNT_DOWN_MANY_PG_SQL = (
+    "WITH c AS (SELECT * FROM unnest(%s::bigint[], %s::int[]) AS c(id, n)),"
+    " l AS MATERIALIZED (SELECT s.id, c.n FROM workflow_step s JOIN c ON c.id = s.id ORDER BY s.id FOR UPDATE OF s)"
     " UPDATE workflow_step s SET pending_deps = s.pending_deps - l.n,"
     f" state = CASE WHEN {_BECOMES_READY_PG} THEN '{StepState.READY}' ELSE s.state END,"
     f" available_at = CASE WHEN {_BECOMES_READY_PG} THEN %s ELSE s.available_at END,"
@@ -192,13 +191,12 @@ class CommitStore:
     ) -> tuple[CommitReport, list[str]]:
         """Apply the outcomes still holding their lease; return the report and the runs to settle."""
         now_db = self._dt(now)
-        live: set[tuple[int, str]] = set()
+        live: set[tuple[int, str, bool]] = set()
         pks = sorted({o.step.pk for o in outcomes})
         for chunk in _chunks(pks):
-            cursor.execute(_LOCK_LIVE_STEPS_SQL.format(pks=_marks(len(chunk))) + self._lock_suffix(), list(chunk))
-            for pk, token, expires in cursor.fetchall():
-                expired = (self._parse_dt(expires) or now) < now
-                live.add((pk, token, expired))  # type: ignore[arg-type]
+            cursor.execute(_LOCK_LIVE_STEPS_SQL.format(pks=_marks(len(chunk))) + self._lock_suffix(), [now_db, *chunk])
+            for pk, token, expired in cursor.fetchall():
+                live.add((pk, token, bool(expired)))
         valid: list[Outcome] = []
         fenced: list[Outcome] = []
         for outcome in outcomes:
@@ -289,20 +287,17 @@ class CommitStore:
     def _outcome_event(self, o: Outcome, now: datetime) -> tuple[Any, ...] | None:
         """The event of a commit, or None for a routine success: its attempt row records it
         (read/events.py shows it as ``step_succeeded``); retries, failures, reclaims stay events."""
+        if o.next_state == StepState.SUCCEEDED:
+            return None
         report = outcome_report(next_state=o.next_state, lease_outcome=o.lease_outcome, attempt=o.step.attempt,
                                 error_code=o.error.code if o.error else None)
-        if report.kind == EventKind.STEP_SUCCEEDED:
-            return None
         step = o.step
         payload: dict[str, Any] = {"attempt": step.attempt, "max_attempts": step.retry.max_attempts}
         if o.started_at and o.finished_at:
             payload["duration_ms"] = round((o.finished_at - o.started_at).total_seconds() * 1000, 3)
         if o.error:
             payload.update(code=o.error.code, message=o.error.message[:2000], retryable=o.error.retryable)
-        if o.next_state == StepState.SUCCEEDED:
-            if o.children:
-                payload["emitted"] = len(o.children)
-        elif o.next_state == StepState.READY:
+        if o.next_state == StepState.READY:
             payload["next_attempt_at"] = o.available_at.isoformat() if o.available_at else None
         return self._event_row(now, report.kind, severity=report.severity, run_id=step.run_id, step_id=step.step_id,
                                queue=step.queue, worker_id=step.lease.worker_id, message=report.message, payload=payload)
@@ -395,10 +390,6 @@ class CommitStore:
         if not succeeded and not ended:
             return []
         now_db = self._dt(now)
-        if self.is_postgres:
-            cursor.execute(_RELEASE_DEPENDENTS_PG_SQL, [succeeded, ended, now_db, now_db])
-            # A row counted down had an unmet edge, so it was not ready before: ready now is made ready.
-            return [pk for pk, state in cursor.fetchall() if state == StepState.READY]
         counts: Counter[int] = Counter()
         for pks, only_optional in ((succeeded, False), (ended, True)):
             for chunk in _chunks(pks):
@@ -411,10 +402,14 @@ class CommitStore:
         if not counts:
             return []
         dependents = sorted(counts)  # a fixed lock order: concurrent commits cannot deadlock here
+        # A row counted down had an unmet edge, so it was not ready before: ready now is made ready.
         if len(dependents) == 1:
             (pk,) = dependents
             n = counts[pk]
             cursor.execute(_COUNT_DOWN_ONE_SQL, [n, n, n, now_db, n, now_db, pk])
+            return [pk for pk, state in cursor.fetchall() if state == StepState.READY]
+        if self.is_postgres:
+            cursor.execute(_COUNT_DOWN_MANY_PG_SQL, [dependents, [counts[pk] for pk in dependents], now_db, now_db])
             return [pk for pk, state in cursor.fetchall() if state == StepState.READY]
         cursor.executemany(_COUNT_DOWN_DEPS_SQL, [(counts[pk], pk) for pk in dependents])
         made_ready: list[int] = []

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 from django.db import (
@@ -55,16 +55,16 @@ def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
-def _lease_token() -> str:
-    """A unique fencing token that sorts by time: its unique index grows at the right edge, so
-    inserting one stays cheap however many leases history holds (a random uuid4 would land on
-    a random page of that index)."""
-    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
-
-
 def _lease_token_prefix() -> str:
-    """The time-sorted random prefix of the tokens one PostgreSQL claim makes (each adds its step's id)."""
+    """The time-sorted random prefix of the fencing tokens one claim makes; each adds its step's id
+    in hex, so the tokens are unique. Sorting by time, the tokens' unique index grows at its right
+    edge: inserting one stays cheap however many leases history holds (a random uuid4 would land
+    on a random page of that index)."""
     return f"{time.time_ns():016x}{secrets.token_hex(4)}"
+
+
+def _as_is(value: Any) -> Any:
+    return value
 
 
 # SQLSTATEs of a transaction the server rolled back to let another one through.
@@ -83,8 +83,39 @@ def _is_dedup_race(exc: BaseException) -> bool:
 
 def _loads(value: Any) -> Any:
     if isinstance(value, (str, bytes, bytearray)):
+        # What most step rows hold (no input, no metadata), read without the parser.
+        if value == "null":
+            return None
+        if value == "{}":
+            return {}
         return json.loads(value)
     return value
+
+
+@cache
+def _sqlite_cursor_class() -> type:
+    """Django's SQLite cursor, remembering each statement's qmark form.
+
+    The store sends the same few statements over and over; Django rewrites ``%s`` to ``?`` with
+    a regular expression on every call, which costs more than SQLite takes to run a hop's
+    statement. The texts are the store's own (IN lists vary only in length), so the memo stays small.
+    """
+    from django.db.backends.sqlite3.base import SQLiteCursorWrapper
+
+    converted: dict[str, str] = {}
+
+    class StoreSQLiteCursor(SQLiteCursorWrapper):  # type: ignore[misc]
+        def convert_query(self, query: str, *, param_names: Any = None) -> str:
+            if param_names is not None:
+                return super().convert_query(query, param_names=param_names)  # type: ignore[no-any-return]
+            qmark = converted.get(query)
+            if qmark is None:
+                if len(converted) >= 4096:
+                    converted.clear()
+                qmark = converted[query] = super().convert_query(query)
+            return qmark
+
+    return StoreSQLiteCursor
 
 
 class StoreFloor:
@@ -114,7 +145,20 @@ class StoreFloor:
 
     @cached_property
     def _adapt_datetime(self) -> Any:
-        return self.connection.ops.adapt_datetimefield_value
+        conn = self.connection
+        if conn.vendor == "postgresql":
+            return _as_is  # psycopg takes aware datetimes, as Django's adapter passes them
+        django_adapter = conn.ops.adapt_datetimefield_value
+        if conn.vendor != "sqlite" or conn.timezone is not UTC:
+            return django_adapter
+
+        def naive_utc_text(value: datetime) -> Any:
+            """What Django writes for an aware UTC datetime on SQLite (naive UTC text), without its detour."""
+            if value.tzinfo is UTC:
+                return str(value.replace(tzinfo=None))
+            return django_adapter(value)
+
+        return naive_utc_text
 
     def _dt(self, value: datetime | None) -> Any:
         """A datetime as the database driver takes it; the last one is memoised (``now`` repeats)."""
@@ -175,6 +219,8 @@ class StoreFloor:
             if conn.timezone != conn.connection.adapters.get_loader(_TIMESTAMPTZ_OID, Format.TEXT).timezone:
                 register_tzloader(conn.timezone, cursor)  # as Django's own create_cursor does
             return cursor
+        if conn.vendor == "sqlite":
+            return conn.connection.cursor(factory=_sqlite_cursor_class())
         return conn.create_cursor()
 
     def _reset_connection(self) -> None:
