@@ -161,6 +161,7 @@ def _hot_statements() -> dict[str, str]:
     """Every SQL statement of the claim, commit and lease stores, with placeholders for its lists."""
     from workflow.stores import claim, commit, leases
 
+    claim_query = DjangoStore().claim_sql(1)  # the claim as SQLite composes it: statements embed it whole
     out = {}
     for module in (claim, commit, leases):
         for name in dir(module):
@@ -170,7 +171,8 @@ def _hot_statements() -> dict[str, str]:
                 lists = {key: "%s, %s" for key in re.findall(r"(?<!\{)\{(\w+)\}(?!\})", sql)}
                 sql = sql.format(**{**lists, "index_hint": " INDEXED BY step_ready_idx", "skip_locked": "",
                                     "only_optional": "", "due": "NULL", "expiry": "NULL", "columns": "id",
-                                    "awaiting": "NULL"})
+                                    "claim": claim_query,
+                                    "awaiting": f"CASE WHEN id IN ({claim_query}) THEN NULL ELSE %s END"})
                 out[f"{module.__name__.rsplit('.', 1)[-1]}.{name}"] = sql
     return out
 
@@ -187,8 +189,11 @@ def test_hot_statements__read_through_an_index_never_through_history():
         for name, sql in statements.items():
             sql = sql.replace("%s", "?")
             plan = [row[3] for row in cursor.execute(f"EXPLAIN QUERY PLAN {sql}", [None] * sql.count("?")).fetchall()]
+            # SQLite names an aliased table by its alias ("SCAN r"): a scan of an alias of a history table counts.
+            aliases = {alias for table, alias in re.findall(r"\b(workflow_\w+) (?:AS )?([a-z])\b", sql)
+                       if table in _HISTORY_TABLES}
             scans = [line for line in plan if any(line == f"SCAN {t}" or line.startswith(f"SCAN {t} ") and
-                                                   "step_running_idx" not in line for t in _HISTORY_TABLES)]
+                                                   "step_running_idx" not in line for t in (*_HISTORY_TABLES, *aliases))]
             assert not scans, f"{name} scans history: {plan}\n{sql}"
             if name == "claim._START_RUNS_SQL":
                 assert any("sqlite_autoindex_workflow_run_1" in line for line in plan), plan

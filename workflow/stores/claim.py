@@ -86,16 +86,17 @@ _NEXT_LEASE_EXPIRY_SQL = (
 _NEXT_WAKE_SQL = "SELECT ({due}), ({expiry})"
 # SQLite claims and leases one queue's due steps in one statement too: the update picks its rows
 # with the claim query above, each token is the claim's prefix plus the step's id (as on
-# PostgreSQL). The first ``start_now`` by claim order start now (``{first}``: the claim query with
+# PostgreSQL). The first ``start_now`` by claim order start now (``{awaiting}``: the claim query with
 # that limit, read before any row changes), the rest wait for a thread. RETURNING gives no order:
-# the priority and due time come back to sort by.
+# the priority and due time come back to sort by. In RETURNING, SQLite looks the run up by its key
+# only if the step's column is cast to the key's type (uncast: a scan of every run, per row).
 _CLAIM_AND_LEASE_SQLITE_SQL = (
     f"UPDATE workflow_step SET state = '{StepState.RUNNING}', attempt = attempt + 1,"
     " lease_token = %s || printf('%%x', id), lease_owner = %s, lease_expires_at = %s,"
     " started_at = COALESCE(started_at, %s), awaiting_thread_since = {awaiting}, updated_at = %s"
     " WHERE id IN ({claim}) RETURNING id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry,"
     " attempt, timeout_seconds, available_at, lease_token,"
-    " (SELECT r.state FROM workflow_run r WHERE r.id = workflow_step.run_id), priority"
+    " (SELECT r.state FROM workflow_run r WHERE r.id = CAST(workflow_step.run_id AS TEXT)), priority"
 )
 _INSERT_LEASES_SQL = (
     "INSERT INTO workflow_lease (step_id, run_id, attempt, worker_id, token, claimed_at, expires_at, outcome,"
