@@ -13,12 +13,13 @@ from workflow.models import Lease, Run, Step, Worker
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 def test_three_worker_processes__drain_a_2000_step_run_exactly_once(spawn_worker):
-    # A short poll: SQLite has no NOTIFY, and one worker drains 2,000 no-op steps (claimed a few
-    # hundred at a time) well within the default 1 s poll of the others.
+    # A short poll: SQLite has no NOTIFY. And steps of 10 ms, not no-ops: one worker drains 2,000
+    # no-op steps (claimed hundreds at a time) in a fraction of a second, holding SQLite's write
+    # lock back to back while the others sleep in its busy handler, so they may get none.
     workers = [spawn_worker("--max-workers", "4", "--poll-interval", "0.05", name=f"w{n}") for n in range(3)]
     # Start the run only once all three are polling, so they really compete for it.
     wait_for(lambda: Worker.objects.filter(stopped_at__isnull=True).count() == 3, 60, "three workers to start")
-    steps = [{"id": f"s{i}", "kind": "noop", "input": {"i": i}} for i in range(2000)]
+    steps = [{"id": f"s{i}", "kind": "sleep", "input": {"seconds": 0.001}} for i in range(2000)]
     run_id = build_runtime().start_run("t", {"steps": steps}).id
     wait_for(lambda: Run.objects.get(pk=run_id).is_active is False, 120, "the run to finish")
     for proc in workers:
