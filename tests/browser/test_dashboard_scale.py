@@ -78,6 +78,37 @@ def test_typing__survives_live_refresh_on_every_live_page(page: Any, live_server
         assert type_into_every_input(page, polls) >= 2
 
 
+# Two live regions swapped within htmx's settle delay: the second records while the first's new
+# content still shows the server's default (a log open), before the first restores.
+_OVERLAPPING_SWAPS = """d => {
+    const fire = (name) => document.body.dispatchEvent(new CustomEvent(name, {bubbles: true}));
+    fire("htmx:beforeSwap");                       // swap 1 records: the log is closed
+    const fresh = d.cloneNode(true);
+    fresh.open = true;                             // swap 1's content: the server renders it open
+    fresh.classList.add("htmx-added");             // htmx marks it until it settles
+    d.replaceWith(fresh);
+    fire("htmx:beforeSwap");                       // swap 2 records before swap 1 settled
+    fresh.classList.remove("htmx-added");
+    fire("htmx:afterSettle");                      // swap 1 restores
+    return fresh.open;
+}"""
+
+
+def test_folded_log__stays_folded_when_two_swaps_overlap(page: Any, live_server: Any, runtime: Any,
+                                                         operator_user: Any) -> None:
+    """Seen in CI: a refresh reopened a log the operator had folded, when another region's swap
+    recorded the panel's state between the first swap and its restore."""
+    run_id = live_run(runtime)
+    login(page, live_server.url)
+    page.goto(f"{live_server.url}/runs/{run_id}/")
+    page.locator('svg.workflow-graph a.node[data-step-id="wobbly"]').click()
+    log = page.locator("#step-panel details.log").first
+    expect(log).to_be_visible()
+    log.locator("summary").click()
+    assert log.evaluate("d => d.open") is False
+    assert log.evaluate(_OVERLAPPING_SWAPS) is False
+
+
 def big_fan_out(runtime: Any, n: int, *, failing: int | None = None) -> str:
     steps: list[dict] = [{"id": "extract", "kind": "noop"}]
     steps += [{"id": f"transform-{i:05d}", "kind": "gate" if i == failing else "noop", "deps": ["extract"]}

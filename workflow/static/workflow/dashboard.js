@@ -50,13 +50,24 @@
     return el.getAttribute("data-keep") || el.id || "";
   }
 
+  // Content swapped in but not yet settled (htmx marks it until then) still shows the server's
+  // default: a second swap recording meanwhile keeps what the first recorded for it.
+  function unsettled(el) {
+    return !!(el.closest && el.closest(".htmx-added, .htmx-settling"));
+  }
+
   function record() {
+    var prev = kept;
     var state = { open: {}, scroll: {}, focus: null, selection: null };
     document.querySelectorAll("details[data-keep], details[id]").forEach(function (d) {
-      state.open[keyOf(d)] = d.open;
+      var k = keyOf(d);
+      var known = prev && Object.prototype.hasOwnProperty.call(prev.open, k);
+      state.open[k] = known && unsettled(d) ? prev.open[k] : d.open;
     });
     document.querySelectorAll("[data-keep-scroll]").forEach(function (el) {
-      state.scroll[keyOf(el)] = el.scrollTop;
+      var k = keyOf(el);
+      var known = prev && Object.prototype.hasOwnProperty.call(prev.scroll, k);
+      state.scroll[k] = known && unsettled(el) ? prev.scroll[k] : el.scrollTop;
     });
     var active = document.activeElement;
     if (active && active.id) {
