@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from tests.conftest import run_graph
 from workflow.engine.rules import LeaseOutcome
-from workflow.engine.values import ClaimRequest, Outcome, StepState
+from workflow.engine.values import ClaimRequest, Outcome, QueueConfig, StepState
 from workflow.models import Event, Lease, Step
 from workflow.stores.db import DjangoStore
 
@@ -220,3 +220,16 @@ def test_claim__leases_in_claim_order_and_only_the_first_start_now_start(runtime
     assert all(s.lease.attempt == 1 for s in claimed.steps)
     leases = dict(Lease.objects.values_list("token", "step__step_id"))
     assert leases == {s.lease.token: s.step_id for s in claimed.steps}
+
+
+def test_claim__across_two_queues_only_the_first_start_now_of_the_whole_claim_start(runtime):
+    """The start-now budget spans queues (a capped one among them): the first ``start_now`` steps
+    of the whole claim, in the order it took them, are executing; every later one waits for a thread."""
+    runtime.store.configure_queues({"capped": QueueConfig(max_workers=10)}, timezone.now())
+    run_graph(runtime, [{"id": f"{q}{i}", "kind": "noop", "queue": q} for q in ("capped", "plain") for i in range(3)])
+    store = DjangoStore()
+    request = ClaimRequest(worker_id="w-two", limit=5, lease_duration=timedelta(seconds=30), start_now=4)
+    _, claimed = store.complete_and_claim([], request, timezone.now())
+    assert len(claimed.steps) == 5 and {s.queue for s in claimed.steps} == {"capped", "plain"}
+    waiting = dict(Step.objects.filter(state="running").values_list("step_id", "awaiting_thread_since"))
+    assert [waiting[s.step_id] is None for s in claimed.steps] == [True] * 4 + [False]

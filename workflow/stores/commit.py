@@ -217,7 +217,7 @@ class CommitStore:
             error = o.error.to_json() if o.error else None
             step_updates.append((
                 str(state), _dumps(o.result) if state == StepState.SUCCEEDED else None, _dumps(error),
-                self._dt(o.available_at or now), now_db if terminal else None, now_db, o.step.pk,
+                self._dt(o.available_at) if o.available_at else now_db, now_db if terminal else None, now_db, o.step.pk,
             ))
             lease_updates.append((
                 now_db, o.lease_outcome or str(state), o.error.code if o.error else "",
