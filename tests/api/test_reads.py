@@ -243,3 +243,12 @@ def test_openapi_document_and_docs_page(as_viewer: ApiClient, viewer: Any) -> No
     assert page.status_code == 200
     html = page.content.decode()
     assert "/api/v1/runs/{run_id}/steps/{step_id}/retry" in html and "<script" not in html and "cdn" not in html
+
+
+def test_events__a_number_for_since_or_until_is_refused_naming_it(as_viewer: ApiClient, failed_run: str) -> None:
+    """Found by schemathesis: ``until=0.5`` was read as half a second after 1970 (the schema says ISO 8601)."""
+    for name in ("since", "until"):
+        response = as_viewer.get("/events", {name: "0.5"})
+        assert response.status_code == 422, response.content
+        assert name in response.content.decode()
+    assert as_viewer.get("/events", {"until": "2100-01-01T00:00:00Z", "run": failed_run}).json()["items"]

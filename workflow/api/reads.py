@@ -290,7 +290,8 @@ def list_events(
     severity: list[s.SeverityName] = Query([], description="one or more severities (repeat the parameter)"),
     run: str = "", step: str = "",
     queue: str = "", worker: str = "", range: s.RangeName | None = Query(None, description="the last 15m, 1h, 24h or 7d"),
-    since: datetime | None = Query(None, description="ISO 8601"), until: datetime | None = Query(None, description="ISO 8601"),
+    since: s.IsoDateTime | None = Query(None, description="ISO 8601"),
+    until: s.IsoDateTime | None = Query(None, description="ISO 8601"),
     sort: s.EventSortName | None = Query(None, description="newest (the default), oldest, or kind (A to Z, newest first within)"),
     limit: int = Query(100, ge=1, le=MAX_PAGE), after: str | None = CURSOR, before: str | None = CURSOR,
 ) -> Any:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import ConfigDict
+from pydantic import BeforeValidator, ConfigDict
 
 # The query enums; tests check they list exactly the engine's states and the consoles' choices.
 RunStateName = Literal["pending", "running", "succeeded", "failed", "canceled"]
 StepStateName = Literal["pending", "ready", "running", "succeeded", "failed", "canceled"]
 SeverityName = Literal["debug", "info", "warning", "error"]
 RangeName = Literal["15m", "1h", "24h", "7d"]
+
+
+def _not_a_number(value: Any) -> Any:
+    """Pydantic reads a number as seconds since 1970; the schema promises ISO 8601 only."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", value):
+        raise ValueError("expected an ISO 8601 date-time, not a number")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_not_a_number)]
 EventSortName = Literal["newest", "oldest", "kind"]
 
 
