@@ -14,12 +14,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.utils import timezone
 
 from tests.conftest import run_graph
 from workflow.engine.rules import LeaseOutcome
-from workflow.engine.values import ClaimRequest, Outcome, QueueConfig, StepState
+from workflow.engine.values import ClaimRequest, Outcome, QueueConfig, RecordWrite, StepSpec, StepState
 from workflow.models import Event, Lease, Step
 from workflow.stores.db import DjangoStore
 
@@ -28,11 +28,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # (statements, rows written) per step and per hop, on each database.
 BOUNDS = {
     # before issue 17: step 14 statements / 6 rows, hop 16 / 8 (SQLite); step 13 / 6, hop 16 / 9 (PostgreSQL)
-    # A hop is measured as a worker claims (65 wanted, one found), so it includes the wake-up query.
+    # A hop is measured as a worker claims (65 wanted, one found, one thread free): the one step fills
+    # the thread, so the claim skips the wake-up query (test_claim__looks_for_a_wake_up_only_...).
     # SQLite claims and leases in one UPDATE ... RETURNING. PostgreSQL's hop releases its dependent in
     # two plain statements, not one CTE: measured, the pair costs half the CTE's time per hop.
-    "sqlite": {"step": (8, 4), "hop": (10, 6)},
-    "postgresql": {"step": (5, 4), "hop": (7, 6)},
+    "sqlite": {"step": (8, 4), "hop": (9, 6)},
+    "postgresql": {"step": (5, 4), "hop": (6, 6)},
 }
 # Each data-modifying clause of a statement: a CTE that updates a step and inserts its attempt row
 # writes two rows per row it returns.
@@ -43,9 +44,12 @@ class Counter:
     def __init__(self) -> None:
         self.statements: list[str] = []
         self.rows_written = 0
+        self.in_atomic_block: set[bool] = set()  # whether Django's atomic block was open around them
 
     def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         self.statements.append(sql)
+        if not sql.startswith("BEGIN"):  # Django's atomic block sends its BEGIN before it counts as open
+            self.in_atomic_block.add(connection.in_atomic_block)
         result = execute(sql, params, many, context)
         clauses = len(_WRITES.findall(sql))
         if clauses:
@@ -110,6 +114,9 @@ def _check(kind: str, counters: list[Counter]) -> None:
     assert statements <= bound[0] and rows <= bound[1], (
         f"{kind} costs {statements} statements and {rows} rows written (bound {bound}):\n{detail}"
     )
+    # SQLite's hot transaction is lean: BEGIN IMMEDIATE and COMMIT without Django's atomic block.
+    lean = connection.vendor == "sqlite"
+    assert set().union(*(c.in_atomic_block for c in counters)) == {not lean}
 
 
 def test_hot_path__statements_and_writes_per_independent_step(runtime):
@@ -233,3 +240,68 @@ def test_claim__across_two_queues_only_the_first_start_now_of_the_whole_claim_st
     assert len(claimed.steps) == 5 and {s.queue for s in claimed.steps} == {"capped", "plain"}
     waiting = dict(Step.objects.filter(state="running").values_list("step_id", "awaiting_thread_since"))
     assert [waiting[s.step_id] is None for s in claimed.steps] == [True] * 4 + [False]
+
+
+def test_claim__looks_for_a_wake_up_only_while_a_thread_is_left_free(runtime):
+    """A claim that found fewer steps than it wanted tells the worker when to look again, unless every
+    free thread got a step: then an outcome comes first and claims again, so it skips the query."""
+    run_graph(runtime, [{"id": "now", "kind": "noop"}, {"id": "later", "kind": "noop"}])
+    Step.objects.filter(step_id="later").update(available_at=timezone.now() + timedelta(seconds=40))
+    store = DjangoStore()
+
+    def claim(start_now: int) -> tuple[Any, list[str]]:
+        request = ClaimRequest(worker_id="w-wake", limit=10, lease_duration=timedelta(seconds=30), start_now=start_now)
+        with counting() as counter:
+            _, claimed = store.complete_and_claim([], request, timezone.now())
+        return claimed, counter.statements
+
+    claimed, statements = claim(start_now=2)  # one step for two free threads: when is the next one due?
+    assert [s.step_id for s in claimed.steps] == ["now"]
+    assert 30 < claimed.wake_in <= 40
+    assert any("MIN(available_at)" in sql for sql in statements)
+    Step.objects.filter(step_id="now").update(state="ready", lease_token=None, lease_owner=None,
+                                              lease_expires_at=None)
+    claimed, statements = claim(start_now=1)  # the one free thread got it: nothing else can start
+    assert [s.step_id for s in claimed.steps] == ["now"] and claimed.wake_in is None
+    assert not any("MIN(available_at)" in sql for sql in statements)
+    claimed, statements = claim(start_now=0)  # every thread busy, nothing due: wait for an outcome
+    assert claimed.steps == () and claimed.wake_in is None
+    assert not any("MIN(available_at)" in sql for sql in statements)
+
+
+def test_hot_transaction__a_failed_statement_rolls_the_whole_commit_back_and_the_next_starts_clean(runtime):
+    """A lean commit (SQLite) that fails midway leaves nothing of itself and no open transaction:
+    the batch's good outcome is not committed, and commits alone afterwards."""
+    run_graph(runtime, [{"id": "good", "kind": "noop"}, {"id": "bad", "kind": "noop"}])
+    store = DjangoStore()
+    _, claimed = store.complete_and_claim([], _request(limit=2), timezone.now())
+    steps = {s.step_id: s for s in claimed.steps}
+    bad = Outcome(step=steps["bad"], next_state=StepState.SUCCEEDED, started_at=timezone.now(),
+                  finished_at=timezone.now(), lease_outcome=LeaseOutcome.SUCCEEDED,
+                  records=(RecordWrite(collection=None, key="k", data=1),))  # type: ignore[arg-type]  # NOT NULL
+    with pytest.raises(IntegrityError):
+        store.complete_and_claim([_done(steps["good"]), bad], None, timezone.now())
+    assert not connection.in_atomic_block and connection.get_autocommit()
+    if connection.vendor == "sqlite":
+        assert not connection.connection.in_transaction
+    assert dict(Step.objects.values_list("step_id", "state")) == {"good": "running", "bad": "running"}
+    assert not Lease.objects.exclude(outcome="").exists()
+    report, _ = store.complete_and_claim([_done(steps["good"])], None, timezone.now())
+    assert report.committed == 1 and Step.objects.get(step_id="good").state == "succeeded"
+
+
+def test_hot_transaction__a_child_in_a_new_queue_commits_in_an_atomic_block(runtime):
+    """The queue row a new queue needs is made by the ORM, which a lean commit cannot host: such a
+    commit opens Django's atomic block (on every database), and the row exists once it commits."""
+    run_graph(runtime, [{"id": "parent", "kind": "noop"}])
+    store = DjangoStore()
+    _, claimed = store.complete_and_claim([], _request(), timezone.now())
+    (parent,) = claimed.steps
+    child = StepSpec(id="child", kind="noop", queue="fresh-queue", parent_id="parent")
+    done = Outcome(step=parent, next_state=StepState.SUCCEEDED, children=(child,), started_at=timezone.now(),
+                   finished_at=timezone.now(), lease_outcome=LeaseOutcome.SUCCEEDED)
+    with counting() as counter:
+        report, _ = store.complete_and_claim([done], None, timezone.now())
+    assert report.committed == 1 and counter.in_atomic_block == {True}
+    assert Step.objects.get(step_id="child").queue == "fresh-queue"
+    assert "fresh-queue" in store._known_queues

@@ -24,7 +24,9 @@ from .values import (
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimResult:
     steps: tuple[ClaimedStep, ...]
-    wake_in: float | None  # seconds until something may be claimable; None: nothing waits for us
+    # Seconds until something may be claimable; None: nothing waits for us, or every free thread got
+    # a step (one ends before anything else can start, and its outcome claims again).
+    wake_in: float | None
     throttled: tuple[tuple[str, str], ...] = ()  # (queue, reason: at_cap | rate_limited | paused) skipped
 
 

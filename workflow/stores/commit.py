@@ -164,7 +164,9 @@ class CommitStore:
     ) -> tuple[CommitReport, ClaimResult]:
         # Lock order, the same in every transaction so concurrent workers cannot deadlock:
         # own steps -> dependents (sorted) -> queue rows -> run rows. So runs settle last.
-        with self._transaction() as cursor:
+        # Lean (no atomic block) unless a child goes to a queue without a row: that row is made by the ORM.
+        lean = all(c.queue in self._known_queues for o in outcomes for c in o.children)
+        with self._hot_transaction(lean=lean) as cursor:
             report, touched, wakeups = CommitReport(), [], Wakeups()
             for wave in dedup_waves(outcomes):
                 done, runs = self._commit(cursor, wave, now, wakeups)

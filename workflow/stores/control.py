@@ -80,15 +80,24 @@ class ControlStore:
         missing = set(names) - self._known_queues
         if not missing:
             return
+        if not transaction.get_connection(self.using).in_atomic_block:
+            raise RuntimeError("queue rows are created in an atomic block: this transaction was opened lean")
         Queue.objects.using(self.using).bulk_create(
             [Queue(name=n, updated_at=now) for n in sorted(missing)], ignore_conflicts=True
         )
         self._remember_queues(missing)
 
     def _remember_queues(self, names: set[str]) -> None:
-        """Add to the known-queues cache once the current transaction commits (never if it rolls back)."""
+        """Add to the known-queues cache once the current transaction commits (never if it rolls back).
+
+        Outside an atomic block (a lean commit, which never creates a queue row) the rows were
+        read, not made, by this transaction: they are known at once.
+        """
         known = self._known_queues
-        transaction.on_commit(lambda: known.update(names), using=self.using)
+        if transaction.get_connection(self.using).in_atomic_block:
+            transaction.on_commit(lambda: known.update(names), using=self.using)
+        else:
+            known.update(names)
 
     def configure_queues(self, queues: Mapping[str, QueueConfig], now: datetime, *, actor: str = "") -> None:
         with self._transaction() as cursor:

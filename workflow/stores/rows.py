@@ -155,7 +155,7 @@ class StoreFloor:
         def naive_utc_text(value: datetime) -> Any:
             """What Django writes for an aware UTC datetime on SQLite (naive UTC text), without its detour."""
             if value.tzinfo is UTC:
-                return str(value.replace(tzinfo=None))
+                return value.isoformat(" ")[:-6]  # str() of the naive value, without "+00:00"
             return django_adapter(value)
 
         return naive_utc_text
@@ -184,12 +184,46 @@ class StoreFloor:
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         """One atomic block; a lost or locked database becomes ``StoreUnavailable``."""
-        try:
-            with transaction.atomic(using=self.using):
-                # A plain cursor even under DEBUG: logging every hot-path query costs more than the SQL.
-                conn = self.connection
+        with self._database_errors_mapped(), transaction.atomic(using=self.using):
+            # A plain cursor even under DEBUG: logging every hot-path query costs more than the SQL.
+            conn = self.connection
+            with conn.make_cursor(self._raw_cursor(conn)) as cursor:
+                yield cursor
+
+    @contextmanager
+    def _hot_transaction(self, *, lean: bool) -> Iterator[Any]:
+        """The transaction of ``complete_and_claim``: on SQLite, BEGIN IMMEDIATE and COMMIT straight to the driver.
+
+        Django's atomic block costs about 35 µs a transaction more than those two statements,
+        a tenth of a chain hop. A ``lean`` transaction runs only the store's own SQL (no ORM
+        call, savepoint or on_commit hook), so it needs none of the block's bookkeeping; the
+        caller says when it may need them. Inside an atomic block (a test's, a caller's) it is
+        an ordinary nested one.
+        """
+        conn = self.connection
+        if not lean or self.is_postgres or conn.in_atomic_block or not conn.get_autocommit():
+            with self._transaction() as cursor:
+                yield cursor
+            return
+        with self._database_errors_mapped():
+            conn.ensure_connection()
+            driver = conn.connection
+            try:
                 with conn.make_cursor(self._raw_cursor(conn)) as cursor:
+                    cursor.execute("BEGIN IMMEDIATE")
                     yield cursor
+                with conn.wrap_database_errors:
+                    driver.commit()
+            except BaseException:
+                if driver.in_transaction:
+                    with conn.wrap_database_errors:
+                        driver.rollback()
+                raise
+
+    @contextmanager
+    def _database_errors_mapped(self) -> Iterator[None]:
+        try:
+            yield
         except (OperationalError, InterfaceError) as exc:
             if _is_conflict(exc):  # rolled back to break a deadlock: the connection is fine
                 raise StoreConflict(str(exc)) from exc
