@@ -51,6 +51,17 @@ _RELEASE_LEASES_SQL = (
 )
 # PostgreSQL: the step and its attempt row in one statement per outcome (one round trip for the batch).
 _FINISH_AND_RELEASE_SQL = f"WITH f AS ({_FINISH_STEPS_SQL}) {_RELEASE_LEASES_SQL}"
+# One routine outcome: the fence is the finishing UPDATE's own condition (the step is running under
+# this token, its lease not expired), so no locking read comes first. PostgreSQL releases the attempt
+# row in the same statement, only if the step row was finished, and says whether it was.
+_FINISH_IF_LIVE_SQL = (
+    f"{_FINISH_STEPS_SQL} AND state = '{StepState.RUNNING}' AND lease_token = %s AND lease_expires_at >= %s"
+)
+_FINISH_AND_RELEASE_IF_LIVE_PG_SQL = (
+    f"WITH f AS ({_FINISH_IF_LIVE_SQL} RETURNING id),"
+    f" l AS ({_RELEASE_LEASES_SQL} AND EXISTS (SELECT 1 FROM f))"
+    " SELECT count(*) FROM f"
+)
 _DISCARD_LEASE_SQL = (
     "UPDATE workflow_lease SET log = %s, released_at = COALESCE(released_at, %s),"
     f" outcome = CASE WHEN outcome = '' THEN '{LeaseOutcome.DISCARDED}' ELSE outcome END WHERE token = %s"
@@ -193,21 +204,26 @@ class CommitStore:
     ) -> tuple[CommitReport, list[str]]:
         """Apply the outcomes still holding their lease; return the report and the runs to settle."""
         now_db = self._dt(now)
-        live: set[tuple[int, str, bool]] = set()
-        pks = sorted({o.step.pk for o in outcomes})
-        for chunk in _chunks(pks):
-            cursor.execute(_LOCK_LIVE_STEPS_SQL.format(pks=_marks(len(chunk))) + self._lock_suffix(), [now_db, *chunk])
-            for pk, token, expired in cursor.fetchall():
-                live.add((pk, token, bool(expired)))
+        finished = len(outcomes) == 1 and self._finish_if_live(cursor, outcomes[0], now_db)
         valid: list[Outcome] = []
         fenced: list[Outcome] = []
-        for outcome in outcomes:
-            key = (outcome.step.pk, outcome.step.lease.token)
-            reclaim = outcome.lease_outcome == LeaseOutcome.EXPIRED
-            if (*key, False) in live or (reclaim and (*key, True) in live):
-                valid.append(outcome)
-            else:
-                fenced.append(outcome)
+        if finished:
+            valid = list(outcomes)
+        else:
+            live: set[tuple[int, str, bool]] = set()
+            pks = sorted({o.step.pk for o in outcomes})
+            for chunk in _chunks(pks):
+                cursor.execute(_LOCK_LIVE_STEPS_SQL.format(pks=_marks(len(chunk))) + self._lock_suffix(),
+                               [now_db, *chunk])
+                for pk, token, expired in cursor.fetchall():
+                    live.add((pk, token, bool(expired)))
+            for outcome in outcomes:
+                key = (outcome.step.pk, outcome.step.lease.token)
+                reclaim = outcome.lease_outcome == LeaseOutcome.EXPIRED
+                if (*key, False) in live or (reclaim and (*key, True) in live):
+                    valid.append(outcome)
+                else:
+                    fenced.append(outcome)
         resolved: dict[str, tuple[list[StepSpec], dict[str, tuple[int, str]]]] = {}
         valid = [self._with_children_checked(cursor, o, resolved) for o in valid]
         events: list[tuple[Any, ...]] = []
@@ -215,16 +231,10 @@ class CommitStore:
         succeeded = retried = failed = 0
         for o in valid:
             state = o.next_state
-            terminal = state in TERMINAL_STEP_STATES
-            error = o.error.to_json() if o.error else None
-            step_updates.append((
-                str(state), _dumps(o.result) if state == StepState.SUCCEEDED else None, _dumps(error),
-                self._dt(o.available_at) if o.available_at else now_db, now_db if terminal else None, now_db, o.step.pk,
-            ))
-            lease_updates.append((
-                now_db, o.lease_outcome or str(state), o.error.code if o.error else "",
-                o.error.message[:10000] if o.error else "", o.log, self._dt(o.started_at), o.step.lease.token,
-            ))
+            if not finished:
+                step_row, lease_row = self._finish_rows(o, now_db)
+                step_updates.append(step_row)
+                lease_updates.append(lease_row)
             event = self._outcome_event(o, now)
             if event is not None:
                 events.append(event)
@@ -274,6 +284,41 @@ class CommitStore:
             succeeded=succeeded, retried=retried, failed=failed, made_ready=made_ready,
         )
         return report, sorted({o.step.run_id for o in valid})
+
+    def _finish_rows(self, o: Outcome, now_db: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """The parameters of an outcome's step update and attempt-row update."""
+        state = o.next_state
+        error = o.error.to_json() if o.error else None
+        step_row = (
+            str(state), _dumps(o.result) if state == StepState.SUCCEEDED else None, _dumps(error),
+            self._dt(o.available_at) if o.available_at else now_db,
+            now_db if state in TERMINAL_STEP_STATES else None, now_db, o.step.pk,
+        )
+        lease_row = (
+            now_db, o.lease_outcome or str(state), o.error.code if o.error else "",
+            o.error.message[:10000] if o.error else "", o.log, self._dt(o.started_at), o.step.lease.token,
+        )
+        return step_row, lease_row
+
+    def _finish_if_live(self, cursor: Any, o: Outcome, now_db: Any) -> bool:
+        """Finish one routine outcome whose lease holds, the fence inside the UPDATE; False if it wrote nothing.
+
+        Routine: no children (checking them may turn the outcome into a failure before it is
+        written) and not a reclaim (which commits an expired lease). Anything else, and an
+        outcome this finds fenced, takes the locking read in ``_commit``, which decides it.
+        """
+        if o.children or o.lease_outcome == LeaseOutcome.EXPIRED:
+            return False
+        step_row, lease_row = self._finish_rows(o, now_db)
+        fence = (o.step.lease.token, now_db)
+        if self.is_postgres:
+            cursor.execute(_FINISH_AND_RELEASE_IF_LIVE_PG_SQL, [*step_row, *fence, *lease_row])
+            return bool(cursor.fetchone()[0])
+        cursor.execute(_FINISH_IF_LIVE_SQL, [*step_row, *fence])
+        if cursor.rowcount != 1:
+            return False
+        cursor.execute(_RELEASE_LEASES_SQL, lease_row)
+        return True
 
     @staticmethod
     def _already_committed(cursor: Any, fenced: Sequence[Outcome]) -> set[str]:
