@@ -13,7 +13,7 @@ from workflow.models import Lease, Run, Step, Worker
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 def test_three_worker_processes__drain_a_2000_step_run_exactly_once(spawn_worker):
-    # A short poll: SQLite has no NOTIFY. And steps of 10 ms, not no-ops: one worker drains 2,000
+    # A short poll: SQLite has no NOTIFY. And steps of 1 ms, not no-ops: one worker drains 2,000
     # no-op steps (claimed hundreds at a time) in a fraction of a second, holding SQLite's write
     # lock back to back while the others sleep in its busy handler, so they may get none.
     workers = [spawn_worker("--max-workers", "4", "--poll-interval", "0.05", name=f"w{n}") for n in range(3)]

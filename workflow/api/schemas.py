@@ -14,6 +14,7 @@ RunStateName = Literal["pending", "running", "succeeded", "failed", "canceled"]
 StepStateName = Literal["pending", "ready", "running", "succeeded", "failed", "canceled"]
 SeverityName = Literal["debug", "info", "warning", "error"]
 RangeName = Literal["15m", "1h", "24h", "7d"]
+EventSortName = Literal["newest", "oldest", "kind"]
 
 
 def _not_a_number(value: Any) -> Any:
@@ -24,7 +25,6 @@ def _not_a_number(value: Any) -> Any:
 
 
 IsoDateTime = Annotated[datetime, BeforeValidator(_not_a_number)]
-EventSortName = Literal["newest", "oldest", "kind"]
 
 
 class Progress(Schema):

@@ -56,18 +56,21 @@
     return !!(el.closest && el.closest(".htmx-added, .htmx-settling"));
   }
 
+  // What to record for el: its value now, or the previous record's while el is unsettled.
+  function settled(prev, el, k, value) {
+    return prev && unsettled(el) && Object.prototype.hasOwnProperty.call(prev, k) ? prev[k] : value;
+  }
+
   function record() {
     var prev = kept;
     var state = { open: {}, scroll: {}, focus: null, selection: null };
     document.querySelectorAll("details[data-keep], details[id]").forEach(function (d) {
       var k = keyOf(d);
-      var known = prev && Object.prototype.hasOwnProperty.call(prev.open, k);
-      state.open[k] = known && unsettled(d) ? prev.open[k] : d.open;
+      state.open[k] = settled(prev && prev.open, d, k, d.open);
     });
     document.querySelectorAll("[data-keep-scroll]").forEach(function (el) {
       var k = keyOf(el);
-      var known = prev && Object.prototype.hasOwnProperty.call(prev.scroll, k);
-      state.scroll[k] = known && unsettled(el) ? prev.scroll[k] : el.scrollTop;
+      state.scroll[k] = settled(prev && prev.scroll, el, k, el.scrollTop);
     });
     var active = document.activeElement;
     if (active && active.id) {
