@@ -94,26 +94,33 @@ def _loads(value: Any) -> Any:
 
 @cache
 def _sqlite_cursor_class() -> type:
-    """Django's SQLite cursor, remembering each statement's qmark form.
+    """SQLite's driver cursor taking the store's ``%s`` SQL, each statement's qmark form remembered.
 
     The store sends the same few statements over and over; Django rewrites ``%s`` to ``?`` with
     a regular expression on every call, which costs more than SQLite takes to run a hop's
-    statement. The texts are the store's own (IN lists vary only in length), so the memo stays small.
+    statement. The texts are the store's own (IN lists vary only in length), so the memo stays
+    small; its parameters are always positional, so the checks for named ones are skipped too.
     """
     from django.db.backends.sqlite3.base import SQLiteCursorWrapper
 
     converted: dict[str, str] = {}
 
     class StoreSQLiteCursor(SQLiteCursorWrapper):  # type: ignore[misc]
-        def convert_query(self, query: str, *, param_names: Any = None) -> str:
-            if param_names is not None:
-                return super().convert_query(query, param_names=param_names)  # type: ignore[no-any-return]
+        def _qmark(self, query: str) -> str:
             qmark = converted.get(query)
             if qmark is None:
                 if len(converted) >= 4096:
                     converted.clear()
-                qmark = converted[query] = super().convert_query(query)
+                qmark = converted[query] = self.convert_query(query)
             return qmark
+
+        def execute(self, query: str, params: Any = None) -> Any:
+            if params is None:  # as Django's: a statement without parameters is sent as written
+                return super(SQLiteCursorWrapper, self).execute(query)
+            return super(SQLiteCursorWrapper, self).execute(self._qmark(query), params)
+
+        def executemany(self, query: str, param_list: Any) -> Any:
+            return super(SQLiteCursorWrapper, self).executemany(self._qmark(query), param_list)
 
     return StoreSQLiteCursor
 
@@ -184,11 +191,8 @@ class StoreFloor:
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         """One atomic block; a lost or locked database becomes ``StoreUnavailable``."""
-        with self._database_errors_mapped(), transaction.atomic(using=self.using):
-            # A plain cursor even under DEBUG: logging every hot-path query costs more than the SQL.
-            conn = self.connection
-            with conn.make_cursor(self._raw_cursor(conn)) as cursor:
-                yield cursor
+        with self._database_errors_mapped(), transaction.atomic(using=self.using), self._cursor() as cursor:
+            yield cursor
 
     @contextmanager
     def _hot_transaction(self, *, lean: bool) -> Iterator[Any]:
@@ -209,7 +213,7 @@ class StoreFloor:
             conn.ensure_connection()
             driver = conn.connection
             try:
-                with conn.make_cursor(self._raw_cursor(conn)) as cursor:
+                with self._cursor() as cursor:
                     cursor.execute("BEGIN IMMEDIATE")
                     yield cursor
                 with conn.wrap_database_errors:
@@ -233,6 +237,24 @@ class StoreFloor:
             if _is_dedup_race(exc):  # two commits emitted one dedup key at once: the retry aliases it
                 raise StoreConflict(str(exc), kind="dedup") from exc
             raise
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        """The store's cursor: the driver's own, whose errors become Django's for the whole block.
+
+        Django's cursor wrapper costs about 9 µs a statement (more than SQLite takes to run most
+        of a hop's), and the store needs none of it: not even under DEBUG, whose query log would
+        cost more than the SQL. Only when execute wrappers are installed (a test counting
+        statements, an APM hook) does the store go through Django's wrapper, so they see its SQL.
+        """
+        conn = self.connection
+        conn.ensure_connection()
+        raw = self._raw_cursor(conn)
+        try:
+            with conn.wrap_database_errors:
+                yield conn.make_cursor(raw) if conn.execute_wrappers else raw
+        finally:
+            raw.close()
 
     @staticmethod
     def _raw_cursor(conn: Any) -> Any:
