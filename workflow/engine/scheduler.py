@@ -154,7 +154,6 @@ class Scheduler:
             result.reclaimed = self._reclaim()
             _, claimed = self._commit_and_claim([], self.max_workers)
             result.claimed = len(claimed.steps)
-            self._dispatch(claimed.steps)
             outcomes: list[Outcome] = []
             next_beat = time.monotonic() + self.heartbeat_seconds
             while len(outcomes) < len(claimed.steps):
@@ -255,8 +254,8 @@ class Scheduler:
                 outcomes = []
                 self.totals.add(report)
                 self.totals.claimed += len(claimed.steps)
-                self._dispatch(claimed.steps)
-                # Only once this claim is dispatched can "leased to us but unknown" mean a lost reply.
+                # Only once this claim is dispatched (``_commit_and_claim`` did) can "leased to us
+                # but unknown" mean a lost reply.
                 handed_back = self._release_unknown_leases() if failures else 0
                 failures = 0
                 wake_in = claimed.wake_in if len(claimed.steps) < limit and not handed_back else 0.0
@@ -298,6 +297,7 @@ class Scheduler:
 
     # -- pieces ------------------------------------------------------------------------------
     def _commit_and_claim(self, outcomes: list[Outcome], limit: int) -> tuple[CommitReport, ClaimResult]:
+        """Commit the outcomes and claim up to ``limit`` steps in one transaction; dispatch what it claimed."""
         request = None
         if limit > 0:
             request = ClaimRequest(
@@ -318,17 +318,20 @@ class Scheduler:
             log.exception("commit failed; retrying one step at a time worker=%s", self.worker_id)
             report = self._commit_each(outcomes)
             claimed = ClaimResult(steps=(), wake_in=self.poll_seconds)
-        self._learn(outcomes)
-        self._observe(outcomes, report, claimed)
         for outcome in outcomes:
             self._in_flight.pop(outcome.step.lease.token, None)
-            if outcome.step.lease.token in report.rejected:
-                self.runner.discard_blobs(outcome.artifacts)  # its artifact rows never committed
             if outcome.lease_outcome != "expired":
                 _log_outcome(outcome, self.step_log_level, self.worker_id)
         for step in claimed.steps if log.isEnabledFor(self.step_log_level) else ():
             log.log(self.step_log_level, "step claimed run=%s step=%s kind=%s attempt=%d worker=%s", step.run_id,
                     step.step_id, step.kind, step.attempt, self.worker_id)
+        # The claimed steps go to the pool before the bookkeeping below: a thread wakes while it runs.
+        self._dispatch(claimed.steps)
+        self._learn(outcomes)
+        self._observe(outcomes, report, claimed)
+        for outcome in outcomes:
+            if outcome.step.lease.token in report.rejected:
+                self.runner.discard_blobs(outcome.artifacts)  # its artifact rows never committed
         return report, claimed
 
     def _observe(self, outcomes: Sequence[Outcome], report: CommitReport, claimed: ClaimResult) -> None:
