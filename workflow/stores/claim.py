@@ -86,18 +86,20 @@ _NEXT_LEASE_EXPIRY_SQL = (
 _NEXT_WAKE_SQL = "SELECT ({due}), ({expiry})"
 # SQLite claims and leases one queue's due steps in one statement too: the update picks its rows
 # with the claim query above, each token is the claim's prefix plus the step's id (as on
-# PostgreSQL). The first ``start_now`` by claim order start now (``{awaiting}``: the claim query with
-# that limit, read before any row changes), the rest wait for a thread. RETURNING gives no order:
-# the priority and due time come back to sort by. In RETURNING, SQLite looks the run up by its key
-# only if the step's column is cast to the key's type (uncast: a scan of every run, per row).
+# PostgreSQL). RETURNING gives no order: the priority and due time come back to sort by. Every row
+# is leased as started; those past the first ``start_now`` by claim order are then marked waiting
+# for a thread (``_AWAIT_THREAD_SQL``), which a chain hop (one row) never needs. In RETURNING,
+# SQLite looks the run up by its key only if the step's column is cast to the key's type (uncast:
+# a scan of every run, per row).
 _CLAIM_AND_LEASE_SQLITE_SQL = (
     f"UPDATE workflow_step SET state = '{StepState.RUNNING}', attempt = attempt + 1,"
     " lease_token = %s || printf('%%x', id), lease_owner = %s, lease_expires_at = %s,"
-    " started_at = COALESCE(started_at, %s), awaiting_thread_since = {awaiting}, updated_at = %s"
+    " started_at = COALESCE(started_at, %s), awaiting_thread_since = NULL, updated_at = %s"
     " WHERE id IN ({claim}) RETURNING id, run_id, step_id, kind, queue, site, input, metadata, parent_step_id, retry,"
     " attempt, timeout_seconds, available_at, lease_token,"
     " (SELECT r.state FROM workflow_run r WHERE r.id = CAST(workflow_step.run_id AS TEXT)), priority"
 )
+_AWAIT_THREAD_SQL = "UPDATE workflow_step SET awaiting_thread_since = %s WHERE id IN ({pks})"
 _INSERT_LEASES_SQL = (
     "INSERT INTO workflow_lease (step_id, run_id, attempt, worker_id, token, claimed_at, expires_at, outcome,"
     " error_code, error_message, log) VALUES (%s, %s, %s, %s, %s, %s, %s, '', '', '', '')"
@@ -339,17 +341,13 @@ class ClaimStore:
                 req.worker_id, now_db, expires_db,
             ])
             return [(*row, now) for row in cursor.fetchall()]
-        if start >= limit:
-            awaiting, awaiting_params = "NULL", []
-        elif start == 0:
-            awaiting, awaiting_params = "%s", [now_db]
-        else:
-            awaiting, awaiting_params = f"CASE WHEN id IN ({claim_sql}) THEN NULL ELSE %s END", [*params[:-1], start, now_db]
-        cursor.execute(_CLAIM_AND_LEASE_SQLITE_SQL.format(awaiting=awaiting, claim=claim_sql), [
-            _lease_token_prefix(), req.worker_id, expires_db, now_db, *awaiting_params, now_db, *params,
+        cursor.execute(_CLAIM_AND_LEASE_SQLITE_SQL.format(claim=claim_sql), [
+            _lease_token_prefix(), req.worker_id, expires_db, now_db, now_db, *params,
         ])
         rows = cursor.fetchall()
         rows.sort(key=lambda r: (-r[15], r[12], r[0]))  # priority first, then due time, then id
+        for chunk in _chunks([row[0] for row in rows[start:]]):
+            cursor.execute(_AWAIT_THREAD_SQL.format(pks=_marks(len(chunk))), [now_db, *chunk])
         return [(*row[:15], now) for row in rows]
 
     def _insert_attempt_rows(self, cursor: Any, leased: list[tuple[Any, ...]], req: ClaimRequest) -> None:

@@ -135,7 +135,7 @@ class StoreFloor:
         self._capped_queues: set[str] = set()  # a hint for NOTIFY when a commit frees a slot
         self._throttle_checked: dict[tuple[str, str], float] = {}
         self._round_robin = 0
-        self._dt_memo: tuple[Any, Any] = (None, None)
+        self._dt_memo: dict[datetime, Any] = {}
         self._policies: dict[Any, RetryPolicy] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -168,14 +168,16 @@ class StoreFloor:
         return naive_utc_text
 
     def _dt(self, value: datetime | None) -> Any:
-        """A datetime as the database driver takes it; the last one is memoised (``now`` repeats)."""
+        """A datetime as the database driver takes it, memoised: a transaction's few moments
+        (its ``now``, a lease's expiry, an attempt's start) are each written several times."""
         if value is None:
             return None
         memo = self._dt_memo
-        if memo[0] is value:
-            return memo[1]
-        adapted = self._adapt_datetime(value)
-        self._dt_memo = (value, adapted)
+        adapted = memo.get(value)
+        if adapted is None:
+            if len(memo) >= 16:
+                memo.clear()
+            adapted = memo[value] = self._adapt_datetime(value)
         return adapted
 
     @staticmethod
