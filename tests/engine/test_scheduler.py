@@ -13,7 +13,7 @@ from django.utils import timezone
 from tests.conftest import drain, run_graph
 from workflow import QueueConfig, RateLimitPolicy, RunState
 from workflow.engine.values import ClaimRequest
-from workflow.models import Artifact, Event, Lease, Record, Run, Step
+from workflow.models import Artifact, Dependency, Event, Lease, Record, Run, Step
 from workflow.stores.db import DjangoStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -135,6 +135,23 @@ def test_commit__is_discarded_after_the_lease_expired(make_runtime, clock, trans
     # The stale worker trying again after the step succeeded changes nothing.
     assert commit(rt, [outcome]).discarded == 1
     assert runtime_state(run_id) == "succeeded"
+
+
+def test_commit__a_late_success_releases_no_dependent(make_runtime, clock, transactional_db):
+    """A routine success is fenced by the statement that finishes it, which (on PostgreSQL) also
+    satisfies its edges: fenced, it must leave the dependent waiting and its edge unsatisfied."""
+    rt = make_runtime(clock=clock)
+    run_id = run_graph(rt, [{"id": "a", "kind": "noop"}, {"id": "b", "kind": "noop", "deps": ["a"]}])
+    [stale] = claim(rt, "slow-worker")
+    outcome = rt.runner().execute(stale, threading.Event())
+    clock.advance(11)
+    assert commit(rt, [outcome]).discarded == 1
+    b = Step.objects.get(step_id="b")
+    assert (b.state, b.pending_deps) == ("pending", 1)
+    assert not Dependency.objects.get(step=b).satisfied
+    drain(rt)
+    assert dict(Step.objects.values_list("step_id", "attempt")) == {"a": 2, "b": 1}
+    assert Dependency.objects.get(step=b).satisfied and runtime_state(run_id) == "succeeded"
 
 
 def runtime_state(run_id: str) -> str:

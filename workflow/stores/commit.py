@@ -62,6 +62,15 @@ _FINISH_AND_RELEASE_IF_LIVE_PG_SQL = (
     f" l AS ({_RELEASE_LEASES_SQL} AND EXISTS (SELECT 1 FROM f))"
     " SELECT count(*) FROM f"
 )
+# A routine success on PostgreSQL also satisfies the edges out of its step (``e``) and returns the
+# dependents to count down: one round trip fewer per commit, with the same locks in the same order.
+_SUCCEED_RELEASE_AND_SATISFY_IF_LIVE_PG_SQL = (
+    f"WITH f AS ({_FINISH_IF_LIVE_SQL} RETURNING id),"
+    f" l AS ({_RELEASE_LEASES_SQL} AND EXISTS (SELECT 1 FROM f)),"
+    " e AS (UPDATE workflow_dependency SET satisfied = %s WHERE satisfied = %s"
+    " AND depends_on_id IN (SELECT id FROM f) RETURNING step_id)"
+    " SELECT (SELECT count(*) FROM f), ARRAY(SELECT step_id FROM e)"
+)
 _DISCARD_LEASE_SQL = (
     "UPDATE workflow_lease SET log = %s, released_at = COALESCE(released_at, %s),"
     f" outcome = CASE WHEN outcome = '' THEN '{LeaseOutcome.DISCARDED}' ELSE outcome END WHERE token = %s"
@@ -204,7 +213,9 @@ class CommitStore:
     ) -> tuple[CommitReport, list[str]]:
         """Apply the outcomes still holding their lease; return the report and the runs to settle."""
         now_db = self._dt(now)
-        finished = len(outcomes) == 1 and self._finish_if_live(cursor, outcomes[0], now_db)
+        finished, satisfied = False, None
+        if len(outcomes) == 1:
+            finished, satisfied = self._finish_if_live(cursor, outcomes[0], now_db)
         valid: list[Outcome] = []
         fenced: list[Outcome] = []
         if finished:
@@ -268,7 +279,7 @@ class CommitStore:
         for o in valid:
             if o.next_state == StepState.SUCCEEDED:
                 ready += self._write_products(cursor, o, now, resolved.get(o.step.lease.token))
-        ready += self._release_dependents(cursor, valid, now)
+        ready += self._release_dependents(cursor, valid, now, satisfied=satisfied)
         made_ready = len(ready)
         self._insert_events(cursor, events)
         wakeups.ready.update(ready)
@@ -300,25 +311,31 @@ class CommitStore:
         )
         return step_row, lease_row
 
-    def _finish_if_live(self, cursor: Any, o: Outcome, now_db: Any) -> bool:
+    def _finish_if_live(self, cursor: Any, o: Outcome, now_db: Any) -> tuple[bool, list[int] | None]:
         """Finish one routine outcome whose lease holds, the fence inside the UPDATE; False if it wrote nothing.
 
         Routine: no children (checking them may turn the outcome into a failure before it is
         written) and not a reclaim (which commits an expired lease). Anything else, and an
         outcome this finds fenced, takes the locking read in ``_commit``, which decides it.
+        Also returns the dependents whose edges out of this step it satisfied (PostgreSQL, a
+        success), or None when ``_release_dependents`` must still satisfy them.
         """
         if o.children or o.lease_outcome == LeaseOutcome.EXPIRED:
-            return False
+            return False, None
         step_row, lease_row = self._finish_rows(o, now_db)
         fence = (o.step.lease.token, now_db)
+        if self.is_postgres and o.next_state == StepState.SUCCEEDED:
+            cursor.execute(_SUCCEED_RELEASE_AND_SATISFY_IF_LIVE_PG_SQL, [*step_row, *fence, *lease_row, True, False])
+            finished, dependents = cursor.fetchone()
+            return bool(finished), list(dependents) if finished else None
         if self.is_postgres:
             cursor.execute(_FINISH_AND_RELEASE_IF_LIVE_PG_SQL, [*step_row, *fence, *lease_row])
-            return bool(cursor.fetchone()[0])
+            return bool(cursor.fetchone()[0]), None
         cursor.execute(_FINISH_IF_LIVE_SQL, [*step_row, *fence])
         if cursor.rowcount != 1:
-            return False
+            return False, None
         cursor.execute(_RELEASE_LEASES_SQL, lease_row)
-        return True
+        return True, None
 
     @staticmethod
     def _already_committed(cursor: Any, fenced: Sequence[Outcome]) -> set[str]:
@@ -427,18 +444,21 @@ class CommitStore:
             )
         return made_ready
 
-    def _release_dependents(self, cursor: Any, valid: Sequence[Outcome], now: datetime) -> list[int]:
+    def _release_dependents(
+        self, cursor: Any, valid: Sequence[Outcome], now: datetime, *, satisfied: list[int] | None = None
+    ) -> list[int]:
         """Satisfy edges out of steps that just ended; dependents with none left become ready.
 
-        Returns the ids of the steps made ready.
+        ``satisfied``: the dependents of edges the finishing statement already satisfied (it
+        did, for every outcome in ``valid``). Returns the ids of the steps made ready.
         """
         succeeded = sorted(o.step.pk for o in valid if o.next_state == StepState.SUCCEEDED)
         ended = sorted(o.step.pk for o in valid if o.next_state in (StepState.FAILED, StepState.CANCELED))
         if not succeeded and not ended:
             return []
         now_db = self._dt(now)
-        counts: Counter[int] = Counter()
-        for pks, only_optional in ((succeeded, False), (ended, True)):
+        counts: Counter[int] = Counter(satisfied or ())
+        for pks, only_optional in ((succeeded, False), (ended, True)) if satisfied is None else ():
             for chunk in _chunks(pks):
                 cursor.execute(
                     _SATISFY_EDGES_SQL.format(only_optional=" AND required = %s" if only_optional else "",
