@@ -57,12 +57,11 @@ class Counter:
         self.rows_written = 0
         self.in_atomic_block: set[bool] = set()
 
-    def saw(self, sql: str) -> bool:
+    def saw(self, sql: str) -> None:
         if _TRANSACTION_CONTROL.match(sql):  # Django's atomic block sends its BEGIN before it counts as open
-            return False
+            return
         self.statements.append(sql)
         self.in_atomic_block.add(connection.in_atomic_block)
-        return True
 
     def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         self.saw(sql)

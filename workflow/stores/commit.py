@@ -457,15 +457,7 @@ class CommitStore:
         if not succeeded and not ended:
             return []
         now_db = self._dt(now)
-        counts: Counter[int] = Counter(satisfied or ())
-        for pks, only_optional in ((succeeded, False), (ended, True)) if satisfied is None else ():
-            for chunk in _chunks(pks):
-                cursor.execute(
-                    _SATISFY_EDGES_SQL.format(only_optional=" AND required = %s" if only_optional else "",
-                                              pks=_marks(len(chunk))),
-                    [True, False, *([False] if only_optional else []), *chunk],
-                )
-                counts.update(r[0] for r in cursor.fetchall())
+        counts = Counter(satisfied) if satisfied is not None else self._satisfy_edges(cursor, succeeded, ended)
         if not counts:
             return []
         dependents = sorted(counts)  # a fixed lock order: concurrent commits cannot deadlock here
@@ -484,6 +476,21 @@ class CommitStore:
             cursor.execute(_MAKE_READY_SQL.format(pks=_marks(len(chunk))), [now_db, now_db, *chunk])
             made_ready += [pk for (pk,) in cursor.fetchall()]
         return made_ready
+
+    @staticmethod
+    def _satisfy_edges(cursor: Any, succeeded: list[int], ended: list[int]) -> Counter[int]:
+        """Satisfy every edge out of the succeeded steps and the optional ones out of the ended;
+        return each dependent with the number of its edges just satisfied."""
+        counts: Counter[int] = Counter()
+        for pks, only_optional in ((succeeded, False), (ended, True)):
+            for chunk in _chunks(pks):
+                cursor.execute(
+                    _SATISFY_EDGES_SQL.format(only_optional=" AND required = %s" if only_optional else "",
+                                              pks=_marks(len(chunk))),
+                    [True, False, *([False] if only_optional else []), *chunk],
+                )
+                counts.update(r[0] for r in cursor.fetchall())
+        return counts
 
     def _settle_runs(self, cursor: Any, run_ids: Sequence[str], now: datetime) -> list[str]:
         """Recompute the touched runs' states from index probes, a batch of runs per statement.

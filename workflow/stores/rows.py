@@ -260,7 +260,8 @@ class StoreFloor:
 
     @staticmethod
     def _raw_cursor(conn: Any) -> Any:
-        """The store's cursor: on PostgreSQL with prepared statements allowed, one that binds server-side.
+        """The driver cursor under ``_cursor``; on PostgreSQL with prepared statements allowed, one
+        that binds server-side.
 
         The store sends the same few statements over and over; bound server-side, psycopg
         prepares each after ``prepare_threshold`` uses, so the server stops parsing and planning
