@@ -33,12 +33,13 @@ BOUNDS = {
     # SQLite claims and leases in one UPDATE ... RETURNING. PostgreSQL's hop releases its dependent in
     # two plain statements, not one CTE: measured, the pair costs half the CTE's time per hop.
     # A routine commit of one step fences inside its finishing UPDATE: no locking read first.
-    # Transaction control (BEGIN, COMMIT) is not counted.
+    # Transaction control (BEGIN, COMMIT) is not counted, nor SQLite's busy timeout, switched off
+    # around its BEGIN (``_begin_immediate``): connection settings, no work.
     "sqlite": {"step": (6, 4), "hop": (7, 6)},
     # A routine success on PostgreSQL satisfies its step's edges in the statement that finishes it.
     "postgresql": {"step": (3, 4), "hop": (4, 6)},
 }
-_TRANSACTION_CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE)
+_TRANSACTION_CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|PRAGMA busy_timeout)\b", re.IGNORECASE)
 
 
 # PostgreSQL's count of the rows this transaction inserted, updated and deleted, in our tables.
@@ -358,3 +359,77 @@ def test_hot_transaction__a_child_in_a_new_queue_commits_in_an_atomic_block(runt
     assert report.committed == 1 and counter.in_atomic_block == {True}
     assert Step.objects.get(step_id="child").queue == "fresh-queue"
     assert "fresh-queue" in store._known_queues
+
+
+@contextmanager
+def _write_lock_held_elsewhere() -> Iterator[Any]:
+    """Another process's view of the file: a connection of its own holding SQLite's write lock."""
+    import sqlite3
+
+    other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield other
+    finally:
+        if other.in_transaction:
+            other.rollback()
+        other.close()
+
+
+def _busy_timeout_ms() -> int:
+    return connection.connection.execute("PRAGMA busy_timeout").fetchone()[0]
+
+
+def test_hot_transaction__waits_for_another_process_write_lock_then_commits(runtime):
+    """SQLite: a commit that finds the file locked tries again in short sleeps of its own until
+    the lock is free, commits, and leaves the connection's busy timeout as it found it."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL has row locks, not a file's write lock")
+    import threading
+
+    run_graph(runtime, [{"id": "a", "kind": "noop"}, {"id": "b", "kind": "noop", "deps": ["a"]}])
+    store = DjangoStore()
+    _, claimed = store.complete_and_claim([], _request(), timezone.now())
+    connection.ensure_connection()
+    configured = _busy_timeout_ms()
+    assert configured == 30_000  # wfsite's OPTIONS timeout
+    begins: list[str] = []
+    connection.connection.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
+    try:
+        with _write_lock_held_elsewhere() as other:
+            releaser = threading.Timer(0.3, other.commit)
+            releaser.start()
+            report, claimed = store.complete_and_claim([_done(claimed.steps[0])], _request(), timezone.now())
+            releaser.join()
+    finally:
+        connection.connection.set_trace_callback(None)
+    assert report.committed == 1 and [s.step_id for s in claimed.steps] == ["b"]
+    # Tried again and again from Python (SQLite's own busy handler retries inside one statement).
+    assert len(begins) > 2 and set(begins) == {"BEGIN IMMEDIATE"}, begins
+    assert _busy_timeout_ms() == configured
+
+
+def test_hot_transaction__gives_up_after_the_connections_timeout_and_loses_nothing(runtime, monkeypatch):
+    """A lock held past the connection's timeout: the commit raises StoreUnavailable (the worker
+    keeps its outcome and retries), writes nothing, and the busy timeout is restored."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL has row locks, not a file's write lock")
+    import time
+
+    from workflow.engine.errors import StoreUnavailable
+
+    run_graph(runtime, [{"id": "a", "kind": "noop"}])
+    store = DjangoStore()
+    _, claimed = store.complete_and_claim([], _request(), timezone.now())
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 0.2)
+    with _write_lock_held_elsewhere():
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="database is locked"):
+            store.complete_and_claim([_done(claimed.steps[0])], None, timezone.now())
+        waited = time.monotonic() - started
+    assert 0.2 <= waited < 5, waited  # it waited the timeout out, not SQLite's 30 s, and not less
+    assert Step.objects.get(step_id="a").state == "running"
+    report, _ = store.complete_and_claim([_done(claimed.steps[0])], None, timezone.now())
+    assert report.committed == 1 and Step.objects.get(step_id="a").state == "succeeded"
+    connection.ensure_connection()
+    assert _busy_timeout_ms() == 200

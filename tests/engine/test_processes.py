@@ -14,8 +14,8 @@ pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 def test_three_worker_processes__drain_a_2000_step_run_exactly_once(spawn_worker):
     # A short poll: SQLite has no NOTIFY. And steps of 1 ms, not no-ops: one worker drains 2,000
-    # no-op steps (claimed hundreds at a time) in a fraction of a second, holding SQLite's write
-    # lock back to back while the others sleep in its busy handler, so they may get none.
+    # no-op steps (claimed hundreds at a time) in a few transactions, a fraction of a second, so
+    # the others may find none left.
     workers = [spawn_worker("--max-workers", "4", "--poll-interval", "0.05", name=f"w{n}") for n in range(3)]
     # Start the run only once all three are polling, so they really compete for it.
     wait_for(lambda: Worker.objects.filter(stopped_at__isnull=True).count() == 3, 60, "three workers to start")
@@ -74,3 +74,36 @@ def test_sigterm__hands_back_what_does_not_finish_within_the_grace_period(spawn_
     step = Step.objects.get(run_id=run_id)
     assert (step.state, step.attempt) == ("ready", 0)  # handed back; the attempt does not count
     assert Lease.objects.get().outcome == "abandoned"
+
+
+def test_two_worker_processes_on_their_own_queues__share_sqlites_write_lock(spawn_worker):
+    """Two workers, each draining a chain on its own queue: every hop is a transaction of its own,
+    and each worker takes SQLite's write lock back to back. Both must move at once; with SQLite's
+    own busy handler (sleeps of 1, 2, 5 ... 100 ms between tries) one of them mostly waited: in 4
+    runs of 5, one chain ran over three times as many hops as the other while both ran, or all of
+    its own first."""
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only: one write lock for the whole file")
+    hops = 1500
+    for queue in ("a", "b"):
+        spawn_worker("--queues", queue, "--max-workers", "1", "--poll-interval", "0.05", name=f"w{queue}")
+    wait_for(lambda: Worker.objects.filter(stopped_at__isnull=True).count() == 2, 60, "two workers to start")
+    rt = build_runtime()
+    runs = {}
+    for queue in ("a", "b"):
+        steps = [{"id": "s0", "kind": "noop", "queue": queue}] + [
+            {"id": f"s{i}", "kind": "noop", "queue": queue, "deps": [f"s{i - 1}"]} for i in range(1, hops)]
+        runs[queue] = rt.start_run("t", {"steps": steps}).id
+    wait_for(lambda: not Run.objects.filter(pk__in=runs.values(), state__in=["pending", "running"]).exists(), 120,
+             "both chains to finish")
+    released = {q: sorted(Lease.objects.filter(run_id=r, outcome="succeeded").values_list("released_at", flat=True))
+                for q, r in runs.items()}
+    assert all(len(times) == hops for times in released.values())
+    # While both were running, each worker committed at least a third as many hops as the other.
+    start = max(times[0] for times in released.values())
+    end = min(times[-1] for times in released.values())
+    assert start < end, f"the chains ran one after the other: {released['a'][0]}..{released['a'][-1]}"
+    during = {q: sum(start <= t <= end for t in times) for q, times in released.items()}
+    assert min(during.values()) >= max(during.values()) / 3, during
