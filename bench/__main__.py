@@ -78,10 +78,12 @@ class Bench:
         self.template = os.path.join(self.tmp, "template.sqlite3")
         self.peers_error: str | None = None
 
-    def ours(self, key: str, scenario: str, *args: str, repeats: int | None = None, timeout: float = 900) -> None:
+    def ours(self, key: str, scenario: str, *args: str, repeats: int | None = None, timeout: float = 900,
+             prefix: tuple[str, ...] = ()) -> None:
+        """``prefix``: a command the scenario runs under (``taskset``); its worker processes inherit it."""
         reps = self.a.repeats if repeats is None else repeats
         for i in range(reps):
-            cmd = [OURS_PY, "-m", "bench.ours", scenario, "--template", self.template, *args]
+            cmd = [*prefix, OURS_PY, "-m", "bench.ours", scenario, "--template", self.template, *args]
             r = run_json(cmd, timeout)
             r.update(key=key, system="ours", repeat=i + 1)
             self.results.append(r)
@@ -126,6 +128,9 @@ class Bench:
             self.peer("S1 raw_sqlite limit", "raw_sqlite", "s1", "--n", str(n))
         if "S2" in only:
             self.ours("S2 ours chain", "s2", "--n", str(chain), "--threads", "1")
+            if shutil.which("taskset"):  # the worker's loop and pool thread on one CPU: no wake-up crosses CPUs
+                self.ours("S2 ours chain, one CPU", "s2", "--n", str(chain), "--threads", "1",
+                          prefix=("taskset", "-c", "1"))
         if ("S2" in only and peers) or "PEERS" in only:
             self.peer("S2 huey chain sync=NORMAL", "huey", "s2", "--n", str(chain), "--fsync", "normal")
             self.peer("S2 huey chain sync=FULL (default)", "huey", "s2", "--n", str(chain), "--fsync", "default")

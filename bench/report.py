@@ -159,6 +159,12 @@ def build(results: list[dict], *, machine: dict, args: dict, seconds: float, pee
     row("S2 chain of 300, warm worker", "ours p50 per hop", p50, "ms", target="<= 1 ms", met=le(p50, 1.0),
         key="S2 ours chain")
     row("S2 chain of 300, warm worker", "ours p99 per hop", p99, "ms", target="<= 5 ms", met=le(p99, 5.0))
+    pinned = d.med("S2 ours chain, one CPU", "ms_per_hop_p50")
+    row("S2 chain of 300, warm worker", "ours p50 per hop, worker on one CPU (taskset -c 1)", pinned, "ms",
+        ratio(pinned, d.med("S2 huey chain sync=NORMAL", "ms_per_hop")), "ours on one CPU / huey NORMAL",
+        key="S2 ours chain, one CPU",
+        note=f"info: {ratio(pinned, p50) or 0:.2f}x ours on any CPU; the hand-offs between the worker's loop and"
+             " its pool thread wake no other CPU")
     rel = d.med("S2 ours chain", "release_to_claim_ms_p50")
     row("S2 chain of 300, warm worker", "ours parent release -> child claim p50", rel, "ms",
         note="claimed in the parent's commit transaction: woken by the commit, never by a poll")

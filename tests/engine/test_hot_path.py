@@ -65,7 +65,9 @@ class Counter:
         self.in_atomic_block.add(connection.in_atomic_block)
 
     def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        self.saw(sql)
+        params = list(params) if many else params  # the driver runs executemany's statement once per row
+        for _ in params if many else (None,):
+            self.saw(sql)
         return execute(sql, params, many, context)
 
 
@@ -433,3 +435,60 @@ def test_hot_transaction__gives_up_after_the_connections_timeout_and_loses_nothi
     assert report.committed == 1 and Step.objects.get(step_id="a").state == "succeeded"
     connection.ensure_connection()
     assert _busy_timeout_ms() == 200
+
+
+def _commit_batch(runtime: Any, n: int) -> tuple[Counter, dict[str, Any]]:
+    """Claim ``n`` independent steps, then commit them in one call: a third succeed, a third fail
+    for good, a third fail retryably; the statements of that commit, and each step after it."""
+    from workflow.engine.values import ErrorInfo
+
+    run_graph(runtime, [{"id": f"s{i}", "kind": "noop"} for i in range(n)])
+    store = DjangoStore()
+    _, claimed = store.complete_and_claim([], _request(limit=n), timezone.now())
+    assert len(claimed.steps) == n
+    now = timezone.now()
+    outcomes = []
+    for step in claimed.steps:
+        i = int(step.step_id[1:])
+        if i % 3 == 0:
+            outcomes.append(_done(step))
+            continue
+        retry = i % 3 == 2
+        error = ErrorInfo(code=f"e{i}", message=f"boom {i}", retryable=retry)
+        outcomes.append(Outcome(
+            step=step, next_state=StepState.READY if retry else StepState.FAILED, error=error, started_at=now,
+            finished_at=now, available_at=now + timedelta(minutes=5) if retry else None, log=f"log {i}\n",
+            lease_outcome=LeaseOutcome.RETRIED if retry else LeaseOutcome.FAILED,
+        ))
+    outcomes.reverse()  # their events are written in the order of the outcomes, not of the steps' ids
+    with counting() as counter:
+        report, _ = store.complete_and_claim(outcomes, None, now)
+    events = Event.objects.filter(kind__in=["step_failed", "step_retrying"]).order_by("id")
+    assert list(events.values_list("step_id", flat=True)) == [
+        o.step.step_id for o in outcomes if o.next_state != StepState.SUCCEEDED]
+    assert (report.succeeded, report.failed, report.retried) == (len(range(0, n, 3)), len(range(1, n, 3)),
+                                                                 len(range(2, n, 3)))
+    return counter, {s.step_id: s for s in Step.objects.prefetch_related("leases")}
+
+
+def test_commit__a_batch_writes_every_outcome_and_on_postgresql_in_statements_not_per_outcome(runtime):
+    counter, steps = _commit_batch(runtime, 9)
+    for step_id, step in steps.items():
+        i = int(step_id[1:])
+        (lease,) = step.leases.all()
+        if i % 3 == 0:
+            assert (step.state, step.result, step.error, lease.outcome, lease.log) == (
+                "succeeded", {"ok": 1}, None, "succeeded", "did it\n")
+        else:
+            retry = i % 3 == 2
+            assert step.state == ("ready" if retry else "failed") and step.result is None
+            assert step.error == {"code": f"e{i}", "message": f"boom {i}", "retryable": retry, "details": None}
+            assert (lease.outcome, lease.error_code, lease.error_message, lease.log) == (
+                "retried" if retry else "failed", f"e{i}", f"boom {i}", f"log {i}\n")
+            assert (step.finished_at is None) == retry and (step.available_at > lease.released_at) == retry
+        assert step.lease_token is None and lease.released_at is not None and lease.started_at is not None
+    if connection.vendor == "postgresql":
+        Step.objects.all().delete()
+        Event.objects.all().delete()
+        bigger, _ = _commit_batch(runtime, 30)
+        assert len(bigger.statements) == len(counter.statements), "\n".join(bigger.statements)

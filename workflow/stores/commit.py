@@ -49,8 +49,22 @@ _RELEASE_LEASES_SQL = (
     "UPDATE workflow_lease SET released_at = %s, outcome = %s, error_code = %s, error_message = %s,"
     " log = %s, started_at = %s WHERE token = %s"
 )
-# PostgreSQL: the step and its attempt row in one statement per outcome (one round trip for the batch).
+# PostgreSQL: the step and its attempt row in one statement.
 _FINISH_AND_RELEASE_SQL = f"WITH f AS ({_FINISH_STEPS_SQL}) {_RELEASE_LEASES_SQL}"
+# PostgreSQL, a batch: every step and attempt row in one statement, each column's values an array
+# (``unnest``), so the server runs one statement for the batch, not one per outcome. The steps are
+# locked already (``_LOCK_LIVE_STEPS_SQL``); the commit time is the same for every row.
+_FINISH_AND_RELEASE_MANY_PG_SQL = (
+    "WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::jsonb[], %s::jsonb[], %s::timestamptz[],"
+    " %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])"
+    " AS v(id, state, result, error, available_at, finished_at, token, outcome, error_code, error_message, log,"
+    " started_at)),"
+    " f AS (UPDATE workflow_step s SET state = v.state, result = v.result, error = v.error,"
+    " available_at = v.available_at, finished_at = v.finished_at, updated_at = %s, lease_token = NULL,"
+    " lease_owner = NULL, lease_expires_at = NULL FROM v WHERE s.id = v.id)"
+    " UPDATE workflow_lease l SET released_at = %s, outcome = v.outcome, error_code = v.error_code,"
+    " error_message = v.error_message, log = v.log, started_at = v.started_at FROM v WHERE l.token = v.token"
+)
 # One routine outcome: the fence is the finishing UPDATE's own condition (the step is running under
 # this token, its lease not expired), so no locking read comes first. PostgreSQL releases the attempt
 # row in the same statement, only if the step row was finished, and says whether it was.
@@ -258,7 +272,12 @@ class CommitStore:
         if len(step_updates) == 1 and self.is_postgres:  # one plain round trip, not a pipeline of one
             cursor.execute(_FINISH_AND_RELEASE_SQL, [*step_updates[0], *lease_updates[0]])
         elif step_updates and self.is_postgres:
-            cursor.executemany(_FINISH_AND_RELEASE_SQL, [(*a, *b) for a, b in zip(step_updates, lease_updates, strict=True)])
+            # step row: state, result, error, available_at, finished_at, updated_at, id;
+            # attempt row: released_at, outcome, error_code, error_message, log, started_at, token
+            state, result, error, available, ended, _, pk = (list(c) for c in zip(*step_updates, strict=True))
+            _, outcome, code, message, log, started, token = (list(c) for c in zip(*lease_updates, strict=True))
+            cursor.execute(_FINISH_AND_RELEASE_MANY_PG_SQL, [pk, state, result, error, available, ended, token, outcome,
+                                                             code, message, log, started, now_db, now_db])
         elif step_updates:
             cursor.executemany(_FINISH_STEPS_SQL, step_updates)
             cursor.executemany(_RELEASE_LEASES_SQL, lease_updates)

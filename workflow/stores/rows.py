@@ -40,6 +40,14 @@ _EVENT_SQL = (
     "INSERT INTO workflow_event (created_at, kind, severity, run_id, step_id, queue, worker_id, actor, message, payload)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+# PostgreSQL, several events: one statement, each column's values an array, inserted in the rows' order.
+_EVENTS_PG_SQL = (
+    "INSERT INTO workflow_event (created_at, kind, severity, run_id, step_id, queue, worker_id, actor, message, payload)"
+    " SELECT created_at, kind, severity, run_id, step_id, queue, worker_id, actor, message, payload FROM unnest("
+    "%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::jsonb[]) WITH ORDINALITY AS e(created_at, kind, severity, run_id, step_id, queue, worker_id, actor, message,"
+    " payload, n) ORDER BY n"
+)
 _NOTIFY_SQL = "SELECT pg_notify(%s, '')"
 _BUSY_TIMEOUT_SQL = "PRAGMA busy_timeout = {ms}"
 _TIMESTAMPTZ_OID = 1184
@@ -331,7 +339,9 @@ class StoreFloor:
             conn.close_if_unusable_or_obsolete()
 
     def _insert_events(self, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
-        if rows:
+        if len(rows) > 1 and self.is_postgres:
+            cursor.execute(_EVENTS_PG_SQL, [list(column) for column in zip(*rows, strict=True)])
+        elif rows:
             cursor.executemany(_EVENT_SQL, rows)
 
     def _event_row(
