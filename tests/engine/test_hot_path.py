@@ -471,7 +471,29 @@ def _commit_batch(runtime: Any, n: int) -> tuple[Counter, dict[str, Any]]:
     return counter, {s.step_id: s for s in Step.objects.prefetch_related("leases")}
 
 
-def test_commit__a_batch_writes_every_outcome_and_on_postgresql_in_statements_not_per_outcome(runtime):
+@pytest.fixture(params=["server-side binding", "client-side binding"])
+def binding(request: Any) -> Iterator[str]:
+    """PostgreSQL: the store's arrays go in binary where psycopg binds on the server, as text where
+    the site turned prepared statements off (client-side binding); both must write the same rows."""
+    if request.param == "client-side binding" and connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only")
+    connection.ensure_connection()
+    if connection.vendor != "postgresql":
+        yield request.param
+        return
+    raw = connection.connection
+    threshold = raw.prepare_threshold
+    if request.param == "client-side binding":
+        raw.prepare_threshold = None
+    try:
+        with DjangoStore()._cursor() as cursor:
+            assert DjangoStore._array_mark(cursor) == ("%b" if request.param == "server-side binding" else "%s")
+        yield request.param
+    finally:
+        raw.prepare_threshold = threshold
+
+
+def test_commit__a_batch_writes_every_outcome_and_on_postgresql_in_statements_not_per_outcome(runtime, binding):
     counter, steps = _commit_batch(runtime, 9)
     for step_id, step in steps.items():
         i = int(step_id[1:])

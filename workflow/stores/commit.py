@@ -55,8 +55,9 @@ _FINISH_AND_RELEASE_SQL = f"WITH f AS ({_FINISH_STEPS_SQL}) {_RELEASE_LEASES_SQL
 # (``unnest``), so the server runs one statement for the batch, not one per outcome. The steps are
 # locked already (``_LOCK_LIVE_STEPS_SQL``); the commit time is the same for every row.
 _FINISH_AND_RELEASE_MANY_PG_SQL = (
-    "WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::jsonb[], %s::jsonb[], %s::timestamptz[],"
-    " %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])"
+    "WITH v AS (SELECT * FROM unnest({array}::bigint[], {array}::text[], {array}::jsonb[], {array}::jsonb[],"
+    " {array}::timestamptz[], {array}::timestamptz[], {array}::text[], {array}::text[], {array}::text[],"
+    " {array}::text[], {array}::text[], {array}::timestamptz[])"
     " AS v(id, state, result, error, available_at, finished_at, token, outcome, error_code, error_message, log,"
     " started_at)),"
     " f AS (UPDATE workflow_step s SET state = v.state, result = v.result, error = v.error,"
@@ -126,7 +127,7 @@ _COUNT_DOWN_ONE_SQL = (
 # (One statement for the edges as well ran at twice the time of these two plain ones on every hop.)
 _BECOMES_READY_PG = f"s.state = '{StepState.PENDING}' AND s.pending_deps - l.n = 0"
 _COUNT_DOWN_MANY_PG_SQL = (
-    "WITH c AS (SELECT * FROM unnest(%s::bigint[], %s::int[]) AS c(id, n)),"
+    "WITH c AS (SELECT * FROM unnest({array}::bigint[], {array}::int[]) AS c(id, n)),"
     " l AS MATERIALIZED (SELECT s.id, c.n FROM workflow_step s JOIN c ON c.id = s.id ORDER BY s.id FOR UPDATE OF s)"
     " UPDATE workflow_step s SET pending_deps = s.pending_deps - l.n,"
     f" state = CASE WHEN {_BECOMES_READY_PG} THEN '{StepState.READY}' ELSE s.state END,"
@@ -276,8 +277,9 @@ class CommitStore:
             # attempt row: released_at, outcome, error_code, error_message, log, started_at, token
             state, result, error, available, ended, _, pk = (list(c) for c in zip(*step_updates, strict=True))
             _, outcome, code, message, log, started, token = (list(c) for c in zip(*lease_updates, strict=True))
-            cursor.execute(_FINISH_AND_RELEASE_MANY_PG_SQL, [pk, state, result, error, available, ended, token, outcome,
-                                                             code, message, log, started, now_db, now_db])
+            cursor.execute(_FINISH_AND_RELEASE_MANY_PG_SQL.format(array=self._array_mark(cursor)),
+                           [pk, state, result, error, available, ended, token, outcome, code, message, log, started,
+                            now_db, now_db])
         elif step_updates:
             cursor.executemany(_FINISH_STEPS_SQL, step_updates)
             cursor.executemany(_RELEASE_LEASES_SQL, lease_updates)
@@ -487,7 +489,8 @@ class CommitStore:
             cursor.execute(_COUNT_DOWN_ONE_SQL, [n, n, n, now_db, n, now_db, pk])
             return [pk for pk, state in cursor.fetchall() if state == StepState.READY]
         if self.is_postgres:
-            cursor.execute(_COUNT_DOWN_MANY_PG_SQL, [dependents, [counts[pk] for pk in dependents], now_db, now_db])
+            cursor.execute(_COUNT_DOWN_MANY_PG_SQL.format(array=self._array_mark(cursor)),
+                           [dependents, [counts[pk] for pk in dependents], now_db, now_db])
             return [pk for pk, state in cursor.fetchall() if state == StepState.READY]
         cursor.executemany(_COUNT_DOWN_DEPS_SQL, [(counts[pk], pk) for pk in dependents])
         made_ready: list[int] = []
