@@ -244,9 +244,9 @@ class StoreFloor:
         """BEGIN IMMEDIATE, waiting for another process's write lock in short sleeps of our own.
 
         SQLite's own busy handler sleeps 1, 2, 5, 10 ms and more between tries, while another
-        worker's commit holds the lock for a fraction of a millisecond: two workers on one file
-        spent their collisions asleep, and together ran slower than one. The wait is bounded by
-        the connection's timeout, as SQLite's is; its busy handler is off only for this BEGIN.
+        worker's commit holds the lock for a fraction of a millisecond and takes it again at
+        once: of two workers on one file, one mostly slept. The wait is bounded by the
+        connection's timeout, as SQLite's is; its busy handler is off only for this BEGIN.
         """
         timeout = float(conn.settings_dict["OPTIONS"].get("timeout", 5.0))  # sqlite3.connect's default
         cursor.execute(_BUSY_TIMEOUT_SQL.format(ms=0))
