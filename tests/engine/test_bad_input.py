@@ -167,3 +167,44 @@ def test_emit__an_invalid_child_graph_fails_the_step_not_the_worker(runtime, reg
     assert "ghost" in parent.error.message
     assert runtime.result(run_id, "other").state == "succeeded"
     assert runtime.result(run_id, "child") is None
+
+
+def test_commit__a_nul_or_lone_surrogate_in_a_log_or_error_does_not_stop_the_commit(runtime, registry):
+    """What a step writes unasked (its log, its exception) may hold bytes no column can store; the
+    attempt still commits in one go, with them shown as U+FFFD. Before, PostgreSQL refused the
+    commit, and its fallback too, so each attempt waited out its lease."""
+    from workflow.engine.errors import StepError
+    from workflow.models import Lease
+
+    pkg = Package("odd")
+
+    @pkg.entrypoint
+    def start(run, params) -> None:
+        for name in ("chatty", "broken", "detailed"):
+            run.step(name, {}, kind=name)
+
+    @pkg.executor("chatty")
+    def chatty(step) -> dict:
+        step.logger.warning("read b'\x00' from the device, then \ud800")
+        return {"ok": True}
+
+    @pkg.executor("broken")
+    def broken(step) -> None:
+        raise ValueError("bad byte \x00 in the file")
+
+    @pkg.executor("detailed")
+    def detailed(step) -> None:
+        raise StepError("bad_\x00record", "record \ud800 unreadable", retryable=False, details={"raw": "a\x00b"})
+
+    registry.register(pkg)
+    run_id = runtime.start_run("odd", {}).id
+    drain(runtime)
+    steps = {s.step_id: s for s in Step.objects.filter(run_id=run_id)}
+    assert {k: s.state for k, s in steps.items()} == {"chatty": "succeeded", "broken": "ready", "detailed": "failed"}
+    leases = {x.step.step_id: x for x in Lease.objects.filter(run_id=run_id).select_related("step")}
+    assert len(leases) == 3 and all(x.released_at for x in leases.values())  # one attempt each, none expired
+    assert "read b'\ufffd' from the device, then \ufffd" in leases["chatty"].log
+    assert "bad byte \ufffd in the file" in steps["broken"].error["message"]
+    assert steps["detailed"].error["code"] == "bad_\ufffdrecord" == leases["detailed"].error_code
+    assert steps["detailed"].error["message"] == "record \ufffd unreadable"
+    assert steps["detailed"].error["details"] == '{"raw": "a\\u0000b"}'  # kept as its text

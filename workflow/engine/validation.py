@@ -163,6 +163,15 @@ def has_bad_json_char(text: str) -> bool:
     return _BAD_JSON_CHAR.search(text) is not None
 
 
+def storable_text(text: str) -> str:
+    """``text`` with what no column can hold (a NUL, a lone surrogate) replaced by U+FFFD.
+
+    For what a step writes without being asked to keep it exact (its log, its error): one stray
+    byte in a log line must not make its commit, and every retry of it, fail.
+    """
+    return _BAD_JSON_CHAR.sub("\ufffd", text) if _BAD_JSON_CHAR.search(text) else text
+
+
 def _check_json_string(text: str, *, where: str, label: str, field: str, step: str | None, path: str) -> None:
     bad = _BAD_JSON_CHAR.search(text)
     if bad is None:

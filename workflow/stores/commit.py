@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -9,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ..engine.builder import validate_graph
-from ..engine.errors import InvalidGraph
+from ..engine.errors import InvalidGraph, InvalidInput
 from ..engine.rules import (
     EventKind,
     LeaseOutcome,
@@ -19,6 +20,7 @@ from ..engine.rules import (
     run_state_from_steps,
 )
 from ..engine.store import ClaimResult
+from ..engine.validation import check_json_text, storable_text
 from ..engine.values import (
     TERMINAL_STEP_STATES,
     ClaimedStep,
@@ -182,6 +184,30 @@ def dedup_waves(outcomes: Sequence[Outcome]) -> list[list[Outcome]]:
     return [members for members, _ in waves]
 
 
+def storable(o: Outcome) -> Outcome:
+    """The outcome with its log and error as every database can hold them (``storable_text``).
+
+    A NUL or a lone surrogate in a log line or an exception's message made PostgreSQL refuse the
+    commit, and the fallback that records the commit error carried the same log: the step then
+    waited out a lease expiry per attempt. Error details that hold one are kept as their text.
+    """
+    log = storable_text(o.log) if o.log else o.log
+    error = o.error
+    if error is not None:
+        details = error.details
+        if details is not None:
+            try:
+                check_json_text(json.dumps(details), details, label="error details", field="details")
+            except InvalidInput:
+                details = storable_text(json.dumps(details, ensure_ascii=False))
+            except (TypeError, ValueError):  # not JSON at all: the commit reports that, as before
+                pass
+        code, message = storable_text(error.code), storable_text(error.message)
+        if (code, message, details) != (error.code, error.message, error.details):
+            error = replace(error, code=code, message=message, details=details)
+    return o if log is o.log and error is o.error else replace(o, log=log, error=error)
+
+
 def merge_reports(a: CommitReport, b: CommitReport) -> CommitReport:
     return CommitReport(
         committed=a.committed + b.committed, discarded=a.discarded + b.discarded, succeeded=a.succeeded + b.succeeded,
@@ -200,6 +226,7 @@ class CommitStore:
         # Lock order, the same in every transaction so concurrent workers cannot deadlock:
         # own steps -> dependents (sorted) -> queue rows -> run rows. So runs settle last.
         # Lean (no atomic block) unless a child goes to a queue without a row: that row is made by the ORM.
+        outcomes = [storable(o) for o in outcomes]
         lean = all(c.queue in self._known_queues for o in outcomes for c in o.children)
         with self._hot_transaction(lean=lean) as cursor:
             report, touched, wakeups = CommitReport(), [], Wakeups()
