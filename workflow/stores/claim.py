@@ -139,7 +139,9 @@ class ClaimStore:
         sites = ["", req.site] if req.site else [""]
         claim_sql = self.claim_sql(len(sites))
         remaining = req.limit
-        lease_now = self._locked_now(req, now) if not self.is_postgres else now  # SQLite: BEGIN IMMEDIATE holds the lock
+        # Stamped when the claim runs, not when the transaction began: the commit before it may have
+        # waited for row locks, meanwhile another worker's lease on a step it claims here has ended.
+        lease_now = self._locked_now(req, now)
         limited_names = sorted(n for n in names if n in queues and (queues[n][1] is not None or queues[n][2] is not None))
         # Two or more limited queues: lock them all now, in name order. A single one is locked only
         # if the claim reaches it, so a claim filled by other queues does not wait for its row.
