@@ -128,6 +128,7 @@ class Bench:
             self.peer("S1 raw_sqlite limit", "raw_sqlite", "s1", "--n", str(n))
         if "S2" in only:
             self.ours("S2 ours chain", "s2", "--n", str(chain), "--threads", "1")
+            self.ours("S2 ours hop, store and SQL floor", "hop", "--n", str(chain))
             if shutil.which("taskset"):  # the worker's loop and pool thread on one CPU: no wake-up crosses CPUs
                 self.ours("S2 ours chain, one CPU", "s2", "--n", str(chain), "--threads", "1",
                           prefix=("taskset", "-c", "1"))

@@ -314,6 +314,137 @@ def sc_s2(a: argparse.Namespace) -> dict:
                           "executor start, warm worker); release_to_claim = lease.claimed_at(i+1) - released_at(i)"}
 
 
+def _store_hops(n: int) -> tuple[list[float], list[float]]:
+    """A chain of ``n`` walked by the store alone, in this process, as a one-thread worker commits
+    and claims (no worker loop, no executor, no thread hand-off): wall and CPU seconds per hop."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from workflow.engine.rules import LeaseOutcome
+    from workflow.engine.values import ClaimRequest, Outcome, StepState
+    from workflow.stores.db import DjangoStore
+
+    store = DjangoStore()
+    stop = store.start_checkpointer()
+    start_run("chain", n)
+    req = ClaimRequest(worker_id="hop", limit=65, lease_duration=timedelta(seconds=30), start_now=1,
+                       clock=timezone.now)
+    _, claimed = store.complete_and_claim([], req, timezone.now())
+    walls, cpus = [], []
+    try:
+        while claimed.steps:
+            t, c = now(), time.process_time()
+            moment = timezone.now()
+            outcomes = [Outcome(step=step, next_state=StepState.SUCCEEDED, started_at=moment, finished_at=moment,
+                                lease_outcome=LeaseOutcome.SUCCEEDED, log="") for step in claimed.steps]
+            _, claimed = store.complete_and_claim(outcomes, req, timezone.now())
+            walls.append(now() - t)
+            cpus.append(time.process_time() - c)
+    finally:
+        if stop:
+            stop()
+    return walls, cpus
+
+
+def _floor_hops(n: int) -> tuple[list[float], list[float]]:
+    """The same hops' SQL (the store's own statements, imported, with the parameters the store
+    binds) through a bare sqlite3 connection with the site's pragmas: what SQLite alone costs."""
+    import secrets
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    from django.db import connection
+
+    from workflow.stores.claim import _CLAIM_AND_LEASE_SQLITE_SQL, _INSERT_LEASES_SQL
+    from workflow.stores.commit import (
+        _COUNT_DOWN_ONE_SQL,
+        _FINISH_IF_LIVE_SQL,
+        _RELEASE_LEASES_SQL,
+        _SATISFY_EDGES_SQL,
+    )
+    from workflow.stores.control import _QUEUE_ROWS_SQL
+    from workflow.stores.db import DjangoStore
+
+    def qmark(sql: str) -> str:
+        return sql.replace("%%", "\0").replace("%s", "?").replace("\0", "%")
+
+    claim_sql = qmark(_CLAIM_AND_LEASE_SQLITE_SQL.format(claim=DjangoStore().claim_sql(1)))
+    finish, release, insert_lease = qmark(_FINISH_IF_LIVE_SQL), qmark(_RELEASE_LEASES_SQL), qmark(_INSERT_LEASES_SQL)
+    satisfy = qmark(_SATISFY_EDGES_SQL.format(only_optional="", pks="%s"))
+    count_down, queues = qmark(_COUNT_DOWN_ONE_SQL), qmark(_QUEUE_ROWS_SQL)
+    start_run("chain", n)
+    path = connection.settings_dict["NAME"]
+    connection.close()
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "wal_autocheckpoint=0"):
+        db.execute(f"PRAGMA {pragma}")
+    done = threading.Event()
+
+    def checkpoint() -> None:  # as the worker's checkpointer does
+        side = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        while not done.wait(1.0):
+            side.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        side.close()
+
+    threading.Thread(target=checkpoint, daemon=True).start()
+
+    def text(moment: datetime) -> str:
+        return moment.isoformat(" ")[:-6]
+
+    def claim(moment: datetime) -> list[tuple]:
+        t, expires = text(moment), text(moment + timedelta(seconds=30))
+        db.execute(queues).fetchall()
+        rows = db.execute(claim_sql, [f"{time.time_ns():016x}{secrets.token_hex(4)}", "hop", expires, t, t,
+                                      "default", t, "", 65]).fetchall()
+        for row in rows:
+            db.execute(insert_lease, [row[0], row[1], row[10], "hop", row[13], t, expires])
+        return rows
+
+    db.execute("BEGIN IMMEDIATE")
+    rows = claim(datetime.now(UTC))
+    db.execute("COMMIT")
+    walls, cpus = [], []
+    while rows:
+        t0, c0 = now(), time.process_time()
+        (row,) = rows
+        moment = datetime.now(UTC)
+        t = text(moment)
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(finish, ["succeeded", None, None, t, t, t, row[0], row[13], t])
+        db.execute(release, [t, "succeeded", "", "", "", t, row[13]])
+        for (dependent,) in db.execute(satisfy, [True, False, row[0]]).fetchall():
+            db.execute(count_down, [1, 1, 1, t, 1, t, dependent]).fetchall()
+        rows = claim(datetime.now(UTC))
+        db.execute("COMMIT")
+        walls.append(now() - t0)
+        cpus.append(time.process_time() - c0)
+    done.set()
+    db.close()
+    return walls, cpus
+
+
+def sc_hop(a: argparse.Namespace) -> dict:
+    """S2 taken apart: the store's chain hop alone (in-process), and that hop's SQL through bare sqlite3.
+
+    With the worker's hop (S2) these split a hop into SQLite's work, the store's Python around
+    it, and the worker's part (its loop, the executor, the hand-offs to the pool thread and back).
+    """
+    with Env(a.db, a.template):
+        store_wall, store_cpu = _store_hops(a.n)
+        floor_wall, floor_cpu = _floor_hops(a.n)
+
+    def us(values: list[float]) -> float | None:
+        middle = values[20:] or values  # the first hops warm the statement caches
+        return r4((pct(middle, 50) or 0) * 1e6)
+
+    return {"scenario": "hop", "db": a.db, "hops": len(store_wall),
+            "store_us_p50": us(store_wall), "store_cpu_us_p50": us(store_cpu),
+            "floor_us_p50": us(floor_wall), "floor_cpu_us_p50": us(floor_cpu),
+            "timing": "per hop: one complete_and_claim call (store), or the same statements in one "
+                      "BEGIN IMMEDIATE ... COMMIT through sqlite3 (floor); p50 after 20 warm-up hops"}
+
+
 def sc_s3(a: argparse.Namespace) -> dict:
     with Env(a.db, a.template) as env:
         out = run_throughput(env, a, shape="fanout")
@@ -694,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ap = argparse.ArgumentParser(prog="python -m bench.ours", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=["template", "s1", "s2", "s3", "s4", "wake", "idle", "dash", "profile"])
+    ap.add_argument("scenario", choices=["template", "s1", "s2", "hop", "s3", "s4", "wake", "idle", "dash", "profile"])
     ap.add_argument("--db", choices=["sqlite", "pg"], default="sqlite")
     ap.add_argument("--template", help="a migrated SQLite file to copy instead of migrating")
     ap.add_argument("--out")
@@ -714,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=float, default=5.0, help="idle: seconds measured while the queue is at its cap")
     a = ap.parse_args(argv)
     a.profile = None
-    fn = {"template": sc_template, "s1": sc_s1, "s2": sc_s2, "s3": sc_s3, "s4": sc_s4, "wake": sc_wake, "idle": sc_idle,
+    fn = {"template": sc_template, "s1": sc_s1, "s2": sc_s2, "hop": sc_hop, "s3": sc_s3, "s4": sc_s4, "wake": sc_wake, "idle": sc_idle,
           "dash": sc_dash, "profile": sc_profile}[a.scenario]
     try:
         emit(fn(a))

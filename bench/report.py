@@ -69,7 +69,7 @@ def brief(r: dict) -> str:
     bits = []
     for k in ("per_second", "seconds", "ms_per_hop", "ms_per_hop_p50", "ms_per_hop_p99", "commit_seconds",
               "peak_rss_mb_max", "wake_ms_p50", "transactions_per_s_per_worker", "cpu_per_worker",
-              "database_locked"):
+              "store_us_p50", "floor_us_p50", "database_locked"):
         if r.get(k) is not None:
             bits.append(f"{k}={r[k]}")
     if r.get("scenario") == "s4":
@@ -165,6 +165,18 @@ def build(results: list[dict], *, machine: dict, args: dict, seconds: float, pee
         key="S2 ours chain, one CPU",
         note=f"info: {ratio(pinned, p50) or 0:.2f}x ours on any CPU; the hand-offs between the worker's loop and"
              " its pool thread wake no other CPU")
+    # The hop taken apart (issue 17): SQLite's own work, the store's Python around it, the worker's part.
+    huey = d.med("S2 huey chain sync=NORMAL", "ms_per_hop")
+    store = d.med("S2 ours hop, store and SQL floor", "store_us_p50")
+    floor = d.med("S2 ours hop, store and SQL floor", "floor_us_p50")
+    store_ms, floor_ms = (None if v is None else v / 1000 for v in (store, floor))
+    row("S2 chain of 300, warm worker", "ours: the store's hop alone (in-process, no worker loop)", store_ms, "ms",
+        ratio(store_ms, floor_ms), "store hop / its SQL floor", key="S2 ours hop, store and SQL floor",
+        note=f"info: the worker's part (loop, executor, two thread hand-offs) is the rest of the p50,"
+             f" {(p50 - store_ms) if p50 is not None and store_ms is not None else float('nan'):.3f} ms")
+    row("S2 chain of 300, warm worker", "the same hop's SQL through bare sqlite3 (floor)", floor_ms, "ms",
+        ratio(floor_ms, huey), "SQL floor / huey mean",
+        note="the store's own statements and parameters in one BEGIN IMMEDIATE ... COMMIT, site pragmas")
     rel = d.med("S2 ours chain", "release_to_claim_ms_p50")
     row("S2 chain of 300, warm worker", "ours parent release -> child claim p50", rel, "ms",
         note="claimed in the parent's commit transaction: woken by the commit, never by a poll")
