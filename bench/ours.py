@@ -430,6 +430,8 @@ def sc_hop(a: argparse.Namespace) -> dict:
     With the worker's hop (S2) these split a hop into SQLite's work, the store's Python around
     it, and the worker's part (its loop, the executor, the hand-offs to the pool thread and back).
     """
+    if a.db != "sqlite":
+        raise SystemExit("the hop scenario replays SQLite's statements: run it with --db sqlite")
     with Env(a.db, a.template):
         store_wall, store_cpu = _store_hops(a.n)
         floor_wall, floor_cpu = _floor_hops(a.n)
