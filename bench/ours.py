@@ -350,7 +350,6 @@ def _store_hops(n: int) -> tuple[list[float], list[float]]:
 def _floor_hops(n: int) -> tuple[list[float], list[float]]:
     """The same hops' SQL (the store's own statements, imported, with the parameters the store
     binds) through a bare sqlite3 connection with the site's pragmas: what SQLite alone costs."""
-    import secrets
     import threading
     from datetime import UTC, datetime, timedelta
 
@@ -365,11 +364,13 @@ def _floor_hops(n: int) -> tuple[list[float], list[float]]:
     )
     from workflow.stores.control import _QUEUE_ROWS_SQL
     from workflow.stores.db import DjangoStore
+    from workflow.stores.rows import _lease_token_prefix
 
     def qmark(sql: str) -> str:
         return sql.replace("%%", "\0").replace("%s", "?").replace("\0", "%")
 
-    claim_sql = qmark(_CLAIM_AND_LEASE_SQLITE_SQL.format(claim=DjangoStore().claim_sql(1)))
+    store = DjangoStore()  # its claim query and datetime adapter: the floor binds what the store binds
+    claim_sql = qmark(_CLAIM_AND_LEASE_SQLITE_SQL.format(claim=store.claim_sql(1)))
     finish, release, insert_lease = qmark(_FINISH_IF_LIVE_SQL), qmark(_RELEASE_LEASES_SQL), qmark(_INSERT_LEASES_SQL)
     satisfy = qmark(_SATISFY_EDGES_SQL.format(only_optional="", pks="%s"))
     count_down, queues = qmark(_COUNT_DOWN_ONE_SQL), qmark(_QUEUE_ROWS_SQL)
@@ -389,13 +390,12 @@ def _floor_hops(n: int) -> tuple[list[float], list[float]]:
 
     threading.Thread(target=checkpoint, daemon=True).start()
 
-    def text(moment: datetime) -> str:
-        return moment.isoformat(" ")[:-6]
+    text = store._adapt_datetime
 
     def claim(moment: datetime) -> list[tuple]:
         t, expires = text(moment), text(moment + timedelta(seconds=30))
         db.execute(queues).fetchall()
-        rows = db.execute(claim_sql, [f"{time.time_ns():016x}{secrets.token_hex(4)}", "hop", expires, t, t,
+        rows = db.execute(claim_sql, [_lease_token_prefix(), "hop", expires, t, t,
                                       "default", t, "", 65]).fetchall()
         for row in rows:
             db.execute(insert_lease, [row[0], row[1], row[10], "hop", row[13], t, expires])

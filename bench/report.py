@@ -172,8 +172,8 @@ def build(results: list[dict], *, machine: dict, args: dict, seconds: float, pee
     store_ms, floor_ms = (None if v is None else v / 1000 for v in (store, floor))
     row("S2 chain of 300, warm worker", "ours: the store's hop alone (in-process, no worker loop)", store_ms, "ms",
         ratio(store_ms, floor_ms), "store hop / its SQL floor", key="S2 ours hop, store and SQL floor",
-        note=f"info: the worker's part (loop, executor, two thread hand-offs) is the rest of the p50,"
-             f" {(p50 - store_ms) if p50 is not None and store_ms is not None else float('nan'):.3f} ms")
+        note="info: the worker's part (loop, executor, two thread hand-offs) is the rest of the p50"
+             + (f", {p50 - store_ms:.3f} ms" if p50 is not None and store_ms is not None else ""))
     row("S2 chain of 300, warm worker", "the same hop's SQL through bare sqlite3 (floor)", floor_ms, "ms",
         ratio(floor_ms, huey), "SQL floor / huey mean",
         note="the store's own statements and parameters in one BEGIN IMMEDIATE ... COMMIT, site pragmas")
