@@ -1,8 +1,12 @@
 """The worker loop: claim under fenced leases, execute on a thread pool, heartbeat, commit.
 
-One thread (the loop) talks to the store; pool threads only run executors. A finished step
-is committed together with the next claim, in one transaction, so a dependent made ready by
-a commit is claimed by the same worker at once, without waiting for a poll.
+The loop claims, heartbeats, reclaims, times out and commits batches; pool threads run
+executors. A finished step is committed together with the next claim, in one transaction,
+so a dependent made ready by a commit is claimed by the same worker at once, without waiting
+for a poll. When the step a pool thread finished is the only one in flight (a chain), that
+thread commits it and claims the next itself, then runs what it claimed: a hop then crosses
+no thread, where handing the outcome to the loop and the next step back would wake two.
+Commits in one process take turns under one lock, so the store sees one at a time.
 """
 
 from __future__ import annotations
@@ -124,6 +128,14 @@ class Scheduler:
         self._stopping = threading.Event()
         self._abandoning = threading.Event()
         self._pool_lock = threading.Lock()  # a step's outcome against its timeout
+        # Held by whoever commits, claims or touches leases (the loop, or a pool thread committing
+        # its own step): ``_in_flight`` and the store's per-process caches change only under it.
+        self._commit_lock = threading.Lock()
+        self._commit_in_pool = False  # pool threads may commit their own step (``run`` only)
+        self._pool_may_commit = False
+        self._due_at = 0.0  # monotonic time the next claim is worth trying (the last claim's wake_in)
+        self._loop_wakes_at = 0.0  # when the loop's current wait ends, if it is waiting
+        self._recheck_leases = False  # a pool thread's commit lost its reply: look for unknown leases
         self._abandoned_threads = 0  # pool threads stuck in an executor past its timeout
         self.max_abandoned_threads = config.max_abandoned_threads
         self.exit_reason: str | None = None  # set when the worker stopped itself because it is unhealthy
@@ -173,6 +185,7 @@ class Scheduler:
         if self._on_start is not None:
             self._on_start()
         self._start_pool()
+        self._pool_may_commit = self.store.keeps_thread_connections()
         self._call_store(
             lambda: self.store.register_worker(
                 WorkerInfo(
@@ -190,7 +203,6 @@ class Scheduler:
         log.info("worker started worker=%s max_workers=%d queues=%s site=%s", self.worker_id, self.max_workers,
                  ",".join(self.queues) if self.queues else "*", self.site or "-")
         outcomes: list[Outcome] = []
-        wake_in: float | None = 0.0
         cycles = 0
         next_reclaim = next_beat = next_check = next_adopt = 0.0
         hooks_due = [0.0] * len(self.periodic_hooks)
@@ -200,12 +212,19 @@ class Scheduler:
             while True:
                 free = self.capacity - len(self._in_flight)
                 if not outcomes:
-                    timeout = self.poll_seconds if wake_in is None else min(max(wake_in, 0.0), self.poll_seconds)
+                    now = time.monotonic()
+                    timeout = min(max(self._due_at - now, 0.0), self.poll_seconds)
                     if free <= 0 or self._stopping.is_set():
                         timeout = min(self.poll_seconds, 0.5)
                     if self._in_flight:  # heartbeats, cancellation checks and timeouts keep their own time
-                        due = min(next_beat, next_check) - time.monotonic()
-                        timeout = min(timeout, max(due, 0.0), self._next_timeout_in())
+                        timeout = min(timeout, max(min(next_beat, next_check) - now, 0.0), self._next_timeout_in())
+                    # Announce the wait, then read the due time again: a pool thread's claim that
+                    # moved it sooner either sees this wait and wakes the loop, or is seen here.
+                    self._loop_wakes_at = now + timeout
+                    if free > 0 and not self._stopping.is_set():
+                        timeout = min(timeout, max(self._due_at - now, 0.0))
+                    if self._in_flight:
+                        timeout = min(timeout, max(min(next_beat, next_check) - now, 0.0), self._next_timeout_in())
                     outcomes.extend(self._collect(timeout))
                 else:
                     outcomes.extend(self._collect(0))
@@ -218,24 +237,36 @@ class Scheduler:
                     log.info("worker stopping worker=%s running=%d grace=%.0fs", self.worker_id,
                              len(self._in_flight), self.grace_seconds)
                 if clock >= next_reclaim:
-                    self.totals.reclaimed += self._reclaim()
+                    with self._commit_lock:
+                        self.totals.reclaimed += self._reclaim()
                     next_reclaim = clock + min(self.heartbeat_seconds, 5.0)
                 self._run_periodic_hooks(clock, hooks_due)
                 if clock >= next_adopt and self.queues is None:  # an all-queues worker sees every queue
                     self._call_store(lambda: self.store.adopt_queues(self.clock()))
                     next_adopt = clock + 60.0
                 if clock >= next_beat:
-                    self._heartbeat()
+                    with self._commit_lock:
+                        self._heartbeat()
                     next_beat = clock + self.heartbeat_seconds
                 elif self._in_flight and clock >= next_check:
-                    self._check_cancellations()
+                    with self._commit_lock:
+                        self._check_cancellations()
                     next_check = clock + min(1.0, self.heartbeat_seconds)
-                limit = 0 if self._stopping.is_set() else self.capacity - len(self._in_flight) + len(outcomes)
                 try:
-                    if outcomes or limit > 0:
-                        report, claimed = self._commit_and_claim(outcomes, limit)
-                    else:  # full, or stopping, with nothing finished: no transaction to open
-                        report, claimed = CommitReport(), ClaimResult(steps=(), wake_in=0.0)
+                    with self._commit_lock:
+                        limit = 0 if self._stopping.is_set() else self.capacity - len(self._in_flight) + len(outcomes)
+                        if outcomes or limit > 0:
+                            _, claimed = self._commit_and_claim(outcomes, limit)
+                        else:  # full, or stopping, with nothing finished: no transaction to open
+                            claimed = ClaimResult(steps=(), wake_in=0.0)
+                            self._due_at = 0.0
+                        self._commit_in_pool = self._pool_may_commit and not self._stopping.is_set()
+                        # Only once this claim is dispatched (``_commit_and_claim`` did) can "leased
+                        # to us but unknown" mean a lost reply.
+                        handed_back = self._release_unknown_leases() if failures or self._recheck_leases else 0
+                        if handed_back:
+                            self._due_at = 0.0
+                        idle = not (self._in_flight or claimed.steps or handed_back)
                 except StoreConflict as exc:
                     # The database broke a deadlock by rolling this transaction back: retry it soon.
                     failures += 1
@@ -252,13 +283,7 @@ class Scheduler:
                     time.sleep(delay)
                     continue  # keep the outcomes: they commit once the database is back
                 outcomes = []
-                self.totals.add(report)
-                self.totals.claimed += len(claimed.steps)
-                # Only once this claim is dispatched (``_commit_and_claim`` did) can "leased to us
-                # but unknown" mean a lost reply.
-                handed_back = self._release_unknown_leases() if failures else 0
                 failures = 0
-                wake_in = claimed.wake_in if len(claimed.steps) < limit and not handed_back else 0.0
                 cycles += 1
                 if self.max_cycles and cycles >= self.max_cycles:
                     self._stopping.set()
@@ -267,14 +292,15 @@ class Scheduler:
                         break
                     if stop_deadline is not None and clock >= stop_deadline:
                         break
-                elif self.burst and not (self._in_flight or claimed.steps or handed_back) and (
-                    claimed.wake_in is None or claimed.wake_in > BURST_MAX_WAIT_SECONDS
-                ):
+                elif self.burst and idle and (claimed.wake_in is None or claimed.wake_in > BURST_MAX_WAIT_SECONDS):
                     break
         finally:
+            with self._commit_lock:
+                self._commit_in_pool = False
             for stop in stoppers:
                 stop()
-            self._hand_back_all()
+            with self._commit_lock:
+                self._hand_back_all()
             self._stop_pool()
             self._call_store(lambda: self.store.worker_stopped(self.worker_id, self.clock()))
             log.info("worker stopped worker=%s claimed=%d succeeded=%d retried=%d failed=%d discarded=%d",
@@ -297,7 +323,10 @@ class Scheduler:
 
     # -- pieces ------------------------------------------------------------------------------
     def _commit_and_claim(self, outcomes: list[Outcome], limit: int) -> tuple[CommitReport, ClaimResult]:
-        """Commit the outcomes and claim up to ``limit`` steps in one transaction; dispatch what it claimed."""
+        """Commit the outcomes and claim up to ``limit`` steps in one transaction; dispatch what it claimed.
+
+        The caller holds ``_commit_lock`` (``cycle`` runs alone).
+        """
         request = None
         if limit > 0:
             request = ClaimRequest(
@@ -327,6 +356,12 @@ class Scheduler:
                     step.step_id, step.kind, step.attempt, self.worker_id)
         # The claimed steps go to the pool before the bookkeeping below: a thread wakes while it runs.
         self._dispatch(claimed.steps)
+        if limit <= 0 or len(claimed.steps) >= limit:  # more may be ready: claim again once there is room
+            self._due_at = 0.0
+        else:
+            self._due_at = math.inf if claimed.wake_in is None else time.monotonic() + claimed.wake_in
+        self.totals.add(report)
+        self.totals.claimed += len(claimed.steps)
         self._learn(outcomes)
         self._observe(outcomes, report, claimed)
         for outcome in outcomes:
@@ -388,7 +423,7 @@ class Scheduler:
         """Seconds until the first running step may pass its timeout (inf: none has one)."""
         now = time.monotonic()
         first = math.inf
-        for running in self._in_flight.values():
+        for running in list(self._in_flight.values()):  # a pool thread's commit may change it meanwhile
             limit = running.step.timeout
             if limit is not None and not running.timed_out:
                 began = running.started if running.started is not None else now
@@ -517,6 +552,7 @@ class Scheduler:
         Those steps are leased to us but nothing runs them; hand them back now rather than
         leaving them to the lease expiry.
         """
+        self._recheck_leases = False
         held = self._call_store(lambda: self.store.leased_to(self.worker_id)) or set()
         unknown = sorted(held - set(self._in_flight))
         if unknown:
@@ -569,6 +605,7 @@ class Scheduler:
         while True:
             item = self._jobs.get()
             if item is _STOP:
+                self.store.thread_done()
                 return
             assert isinstance(item, _Running)
             if item.cancelled.is_set():
@@ -576,6 +613,10 @@ class Scheduler:
             item.thread = threading.current_thread()
             item.started_at = self.clock()
             item.started = time.monotonic()
+            if item.step.timeout is not None and (
+                item.started + item.step.timeout.total_seconds() < self._loop_wakes_at
+            ):
+                self._done.put(_WAKE)  # the loop's wait would outlast this step's timeout
             try:
                 outcome = self.runner.execute(item.step, item.cancelled)
             except BaseException as exc:  # execute() catches executor errors; this is a bug guard
@@ -593,5 +634,42 @@ class Scheduler:
                 self.runner.discard_blobs(outcome.artifacts)
                 log.info("late return of a timed-out step dropped run=%s step=%s attempt=%d", item.step.run_id,
                          item.step.step_id, item.step.attempt)
+                self.store.thread_done()
                 return
-            self._done.put(outcome)
+            if not self._commit_here(outcome):
+                self._done.put(outcome)
+
+    def _commit_here(self, outcome: Outcome) -> bool:
+        """Commit a finished step on its own pool thread, with the next claim, when it is the only
+        step in flight and no one else is committing; False hands it to the loop instead.
+
+        Only a lone step: with others in flight the loop commits their outcomes in batches,
+        which is what throughput wants; a chain has one step at a time, and latency wants this.
+        """
+        if not self._commit_in_pool or not self._commit_lock.acquire(blocking=False):
+            return False
+        try:
+            token = outcome.step.lease.token
+            if not self._commit_in_pool or self._stopping.is_set() or len(self._in_flight) != 1 \
+                    or token not in self._in_flight:
+                return False
+            try:
+                self._commit_and_claim([outcome], self.capacity)
+            except StoreUnavailable as exc:
+                # The loop retries it with its backoff. A lost reply may hide a claim that went through.
+                self._recheck_leases = not isinstance(exc, StoreConflict)
+                log.info("commit on the pool thread failed; the loop retries it worker=%s error=%s: %s",
+                         self.worker_id, type(exc).__name__, exc)
+                return False
+            # Steps the loop does not know of now need heartbeats, and a claim may be due sooner
+            # than the loop's wait ends: wake it then (``run`` reads these again after announcing a wait).
+            wake_by = self._due_at
+            if self._in_flight:
+                wake_by = min(wake_by, time.monotonic() + min(self.heartbeat_seconds, 1.0))
+            elif self.burst:
+                wake_by = 0.0  # nothing left in flight: let a burst worker see whether it is done
+            if wake_by < self._loop_wakes_at:
+                self._done.put(_WAKE)
+            return True
+        finally:
+            self._commit_lock.release()

@@ -94,6 +94,15 @@ class Store(Protocol):
         """Release per-thread resources an executor may have opened (database connections)."""
         ...
 
+    def keeps_thread_connections(self) -> bool:
+        """Whether a thread's connection outlives a step, so a pool thread may commit what it ran
+        without reconnecting (with ``CONN_MAX_AGE=0`` it would reconnect once per step)."""
+        ...
+
+    def thread_done(self) -> None:
+        """Close what the calling thread opened: a pool thread is ending."""
+        ...
+
 
 class ArtifactStore(Protocol):
     """Large artifact bytes outside the engine's rows (the seed's ``ArtifactStore``)."""

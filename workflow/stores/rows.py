@@ -351,6 +351,12 @@ class StoreFloor:
         for conn in connections.all(initialized_only=True):
             conn.close_if_unusable_or_obsolete()
 
+    def keeps_thread_connections(self) -> bool:
+        return connections.settings[self.using].get("CONN_MAX_AGE", 0) != 0
+
+    def thread_done(self) -> None:
+        connections.close_all()  # this thread's connections only: Django keeps them per thread
+
     def _insert_events(self, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
         if len(rows) > 1 and self.is_postgres:
             cursor.execute(_EVENTS_PG_SQL.format(array=self._array_mark(cursor)),

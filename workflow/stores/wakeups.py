@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from .rows import (
     log,
@@ -56,12 +57,23 @@ class WakeupsStore:
         """SQLite: checkpoint the WAL from a side thread, so no commit on the loop pays for it.
 
         Left to SQLite, every thousandth page written makes one commit copy the WAL back into
-        the database, which is most of a chain's p99 latency. PostgreSQL: nothing to do (None).
+        the database, which is most of a chain's p99 latency. The setting is a connection's, so
+        it goes on every connection this process opens to the alias from now on (a pool thread
+        commits through its own; a lost connection comes back as a new one), and on this
+        thread's. PostgreSQL: nothing to do (None).
         """
         if self.connection.vendor != "sqlite":
             return None
         import sqlite3
 
+        from django.db.backends.signals import connection_created
+
+        def no_autocheckpoint(sender: object, connection: Any, **kwargs: object) -> None:
+            if connection.alias == self.using:
+                with connection.cursor() as cursor:
+                    cursor.execute(_NO_AUTOCHECKPOINT_SQL)
+
+        connection_created.connect(no_autocheckpoint, weak=False)
         with self.connection.cursor() as cursor:
             cursor.execute(_NO_AUTOCHECKPOINT_SQL)
         path = self.connection.settings_dict["NAME"]
@@ -78,5 +90,9 @@ class WakeupsStore:
             finally:
                 conn.close()
 
+        def stop() -> None:
+            connection_created.disconnect(no_autocheckpoint)
+            stopped.set()
+
         threading.Thread(target=loop, name="workflow-checkpoint", daemon=True).start()
-        return stopped.set
+        return stop
