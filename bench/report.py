@@ -163,8 +163,8 @@ def build(results: list[dict], *, machine: dict, args: dict, seconds: float, pee
     row("S2 chain of 300, warm worker", "ours p50 per hop, worker on one CPU (taskset -c 1)", pinned, "ms",
         ratio(pinned, d.med("S2 huey chain sync=NORMAL", "ms_per_hop")), "ours on one CPU / huey NORMAL",
         key="S2 ours chain, one CPU",
-        note=f"info: {ratio(pinned, p50) or 0:.2f}x ours on any CPU; the hand-offs between the worker's loop and"
-             " its pool thread wake no other CPU")
+        note=f"info: {ratio(pinned, p50) or 0:.2f}x ours on any CPU; a chain's hop stays on the executor thread"
+             " that ran the parent, so pinning no longer spares a hand-off")
     # The hop taken apart (issue 17): SQLite's own work, the store's Python around it, the worker's part.
     huey = d.med("S2 huey chain sync=NORMAL", "ms_per_hop")
     store = d.med("S2 ours hop, store and SQL floor", "store_us_p50")
@@ -172,7 +172,7 @@ def build(results: list[dict], *, machine: dict, args: dict, seconds: float, pee
     store_ms, floor_ms = (None if v is None else v / 1000 for v in (store, floor))
     row("S2 chain of 300, warm worker", "ours: the store's hop alone (in-process, no worker loop)", store_ms, "ms",
         ratio(store_ms, floor_ms), "store hop / its SQL floor", key="S2 ours hop, store and SQL floor",
-        note="info: the worker's part (loop, executor, two thread hand-offs) is the rest of the p50"
+        note="info: the worker's part (the executor and its wrapper, on the thread that commits) is the rest of the p50"
              + (f", {p50 - store_ms:.3f} ms" if p50 is not None and store_ms is not None else ""))
     row("S2 chain of 300, warm worker", "the same hop's SQL through bare sqlite3 (floor)", floor_ms, "ms",
         ratio(floor_ms, huey), "SQL floor / huey mean",

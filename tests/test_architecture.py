@@ -285,7 +285,7 @@ MAX_CLASS_LINES = 400
 # Today's offenders, each with a ceiling it may not grow past (a ratchet) and the move that ends it.
 OVERSIZE_MODULES: dict[str, tuple[int, str]] = {}
 OVERSIZE_CLASSES = {
-    "engine/scheduler.py:Scheduler": (540, "the thread pool and step timeouts can move out of the loop"),
+    "engine/scheduler.py:Scheduler": (540, "the loop's lease upkeep (heartbeats, reclaims, hand-backs) can move out next"),
 }
 
 

@@ -20,16 +20,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TypeVar
 
 from .config import Clock, Config, PeriodicHook
 from .context import install_log_capture
 from .errors import StoreConflict, StoreUnavailable
 from .observer import NullObserver, Observer
+from .pool import WAKE, ExecutorPool, Running
 from .rules import claim_capacity, heartbeat_interval
-from .runner import CancelFlag, Runner
+from .runner import Runner
 from .store import ClaimResult, Store, WorkerInfo
 from .values import ClaimedStep, ClaimRequest, CommitReport, CycleResult, ErrorInfo, Outcome, StepState
 
@@ -39,20 +39,7 @@ log = logging.getLogger("workflow.worker")
 BURST_MAX_WAIT_SECONDS = 60.0
 
 _T = TypeVar("_T")
-_WAKE = object()
-_STOP = object()
 
-
-@dataclass(slots=True)
-class _Running:
-    step: ClaimedStep
-    cancelled: CancelFlag = field(default_factory=CancelFlag)
-    started: float | None = None  # monotonic time its executor began (set by the pool thread)
-    started_at: datetime | None = None
-    shown_executing: bool = True  # the store knows it started (false for a prefetched step until a heartbeat)
-    finished: bool = False  # the pool thread handed in its outcome
-    timed_out: bool = False  # the loop gave up on it: a late outcome is dropped
-    thread: threading.Thread | None = None
 
 
 def _log_outcome(outcome: Outcome, routine_level: int, worker_id: str) -> None:
@@ -71,7 +58,7 @@ def _log_outcome(outcome: Outcome, routine_level: int, worker_id: str) -> None:
             step.step_id, step.kind, step.attempt, duration, worker_id, extra)
 
 
-class Scheduler:
+class Scheduler(ExecutorPool):
     """One worker process's loop. ``run`` until ``stop``; ``cycle`` for a single pass.
 
     It is handed what it needs, not the ``Runtime``: the store it drives, the runner of one
@@ -124,7 +111,7 @@ class Scheduler:
         self._done: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._thread_count = 0
-        self._in_flight: dict[str, _Running] = {}
+        self._in_flight: dict[str, Running] = {}
         self._stopping = threading.Event()
         self._abandoning = threading.Event()
         self._pool_lock = threading.Lock()  # a step's outcome against its timeout
@@ -145,7 +132,7 @@ class Scheduler:
     # -- control from other threads ------------------------------------------------------
     def wake(self) -> None:
         """Wake the loop (a NOTIFY arrived, or a test wants an immediate claim)."""
-        self._done.put(_WAKE)
+        self._done.put(WAKE)
 
     def stop(self) -> None:
         """Stop claiming, let running steps finish within the grace period, hand back the rest."""
@@ -414,56 +401,9 @@ class Scheduler:
         # The store marked the first ``free`` of them executing; the rest wait for a thread.
         free = max(0, self.max_workers - len(self._in_flight))
         for n, step in enumerate(steps):
-            running = _Running(step, shown_executing=n < free)
+            running = Running(step, shown_executing=n < free)
             self._in_flight[step.lease.token] = running
             self._jobs.put(running)
-
-    # -- timeouts ----------------------------------------------------------------------------
-    def _next_timeout_in(self) -> float:
-        """Seconds until the first running step may pass its timeout (inf: none has one)."""
-        now = time.monotonic()
-        first = math.inf
-        for running in list(self._in_flight.values()):  # a pool thread's commit may change it meanwhile
-            limit = running.step.timeout
-            if limit is not None and not running.timed_out:
-                began = running.started if running.started is not None else now
-                first = min(first, began + limit.total_seconds() - now)
-        return max(first, 0.0)
-
-    def _time_out_overdue(self) -> list[Outcome]:
-        """Fail attempts past their timeout; abandon and replace the threads stuck in them.
-
-        The attempt's outcome is a retryable ``timeout`` committed now (freeing the queue slot);
-        ``step.cancelled`` turns true so cooperative code stops; a late return is dropped.
-        """
-        now = time.monotonic()
-        outcomes: list[Outcome] = []
-        for running in list(self._in_flight.values()):
-            limit = running.step.timeout
-            if limit is None or running.started is None or running.timed_out:
-                continue
-            if now - running.started < limit.total_seconds():
-                continue
-            with self._pool_lock:
-                if running.finished:
-                    continue  # its outcome is already on the way
-                running.timed_out = True
-                self._abandoned_threads += 1
-                abandoned = self._abandoned_threads
-                if running.thread in self._threads:
-                    self._threads.remove(running.thread)  # not joined at shutdown: it is stuck
-            running.cancelled.set()
-            step = running.step
-            outcomes.append(self.runner.timed_out(step, limit, started_at=running.started_at))
-            log.warning("step timed out run=%s step=%s attempt=%d timeout=%.3gs abandoned_threads=%d worker=%s",
-                        step.run_id, step.step_id, step.attempt, limit.total_seconds(), abandoned, self.worker_id)
-            self._add_thread()  # the stuck one keeps its executor; the pool keeps its size
-            if abandoned > self.max_abandoned_threads and self.exit_reason is None:
-                self.exit_reason = (f"{abandoned} executor threads are stuck past their step timeouts"
-                                    f" (more than MAX_ABANDONED_THREADS={self.max_abandoned_threads})")
-                log.error("worker draining: %s worker=%s", self.exit_reason, self.worker_id)
-                self.stop()
-        return outcomes
 
     def _collect(self, timeout: float) -> list[Outcome]:
         """Wait up to ``timeout`` for the first finished step, then take whatever else is done."""
@@ -580,64 +520,9 @@ class Scheduler:
                         exc_info=exc)
             return None
 
-    # -- the pool --------------------------------------------------------------------------------
-    def _start_pool(self) -> None:
-        if self._threads:
-            return
-        for _ in range(self.max_workers):
-            self._add_thread()
-
-    def _add_thread(self) -> None:
-        self._thread_count += 1
-        thread = threading.Thread(target=self._work, name=f"workflow-executor-{self._thread_count}", daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def _stop_pool(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(_STOP)
-        # Daemon threads: one still inside a slow executor does not keep the process alive.
-        for thread in self._threads:
-            thread.join(timeout=0.05 if self._abandoning.is_set() else 0.5)
-        self._threads = []
-
-    def _work(self) -> None:
-        while True:
-            item = self._jobs.get()
-            if item is _STOP:
-                self.store.thread_done()
-                return
-            assert isinstance(item, _Running)
-            if item.cancelled.is_set():
-                continue  # handed back before it started
-            item.thread = threading.current_thread()
-            item.started_at = self.clock()
-            item.started = time.monotonic()
-            if item.step.timeout is not None and (
-                item.started + item.step.timeout.total_seconds() < self._loop_wakes_at
-            ):
-                self._done.put(_WAKE)  # the loop's wait would outlast this step's timeout
-            try:
-                outcome = self.runner.execute(item.step, item.cancelled)
-            except BaseException as exc:  # execute() catches executor errors; this is a bug guard
-                log.exception("executor wrapper crashed run=%s step=%s", item.step.run_id, item.step.step_id)
-                error = ErrorInfo(code="worker_error", message=repr(exc), retryable=True)
-                outcome = self.runner.failure(item.step, error)
-            with self._pool_lock:
-                late = item.timed_out
-                if late:
-                    self._abandoned_threads -= 1
-                else:
-                    item.finished = True
-            if late:
-                # Its timeout was committed already; this thread was replaced, so it ends here.
-                self.runner.discard_blobs(outcome.artifacts)
-                log.info("late return of a timed-out step dropped run=%s step=%s attempt=%d", item.step.run_id,
-                         item.step.step_id, item.step.attempt)
-                self.store.thread_done()
-                return
-            if not self._commit_here(outcome):
-                self._done.put(outcome)
+    def _finished(self, outcome: Outcome) -> None:
+        if not self._commit_here(outcome):
+            self._done.put(outcome)
 
     def _commit_here(self, outcome: Outcome) -> bool:
         """Commit a finished step on its own pool thread, with the next claim, when it is the only
@@ -669,7 +554,7 @@ class Scheduler:
             elif self.burst:
                 wake_by = 0.0  # nothing left in flight: let a burst worker see whether it is done
             if wake_by < self._loop_wakes_at:
-                self._done.put(_WAKE)
+                self._done.put(WAKE)
             return True
         finally:
             self._commit_lock.release()
