@@ -13,6 +13,8 @@ import pytest
 from django.db import connections
 
 from tests.conftest import run_graph
+from workflow import QueueConfig
+from workflow.engine.errors import StoreUnavailable
 from workflow.models import Lease, Step
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,10 +40,11 @@ def chain(n: int, **last: object) -> list[dict]:
     return steps
 
 
-def test_chain__each_hop_is_committed_by_the_pool_thread_that_ran_it_and_once(make_runtime):
-    rt = make_runtime(poll_interval=timedelta(seconds=30))
+@pytest.mark.parametrize("queue", [None, "capped"], ids=["default_queue", "queue_capped_at_one"])
+def test_chain__each_hop_is_committed_by_the_pool_thread_that_ran_it_and_once(make_runtime, queue):
+    rt = make_runtime(poll_interval=timedelta(seconds=30), queues={"capped": QueueConfig(max_workers=1)})
     names = committing_threads(rt)
-    run_id = run_graph(rt, chain(40))
+    run_id = run_graph(rt, [{**step, "queue": queue} for step in chain(40)])
     workers = rt.start_workers(max_workers=2, burst=True)
     assert workers.join(timeout=30)
     assert Step.objects.filter(run_id=run_id, state="succeeded").count() == 40
@@ -62,6 +65,27 @@ def test_chain__with_conn_max_age_zero_the_loop_commits_every_hop(make_runtime, 
     assert workers.join(timeout=30)
     assert Step.objects.filter(run_id=run_id, state="succeeded").count() == 10
     assert names and not any(name.startswith("workflow-executor") for name in names)
+
+
+def test_pool_thread_commit__that_fails_goes_to_the_loop_which_commits_it_once(make_runtime):
+    """A lost database on the pool thread's commit: the loop retries the outcome with its backoff."""
+    rt = make_runtime(poll_interval=timedelta(seconds=30))
+    failed: list[str] = []
+    complete_and_claim = rt.store.complete_and_claim
+
+    def failing_once_on_a_pool_thread(outcomes, request, now):
+        if outcomes and not failed and threading.current_thread().name.startswith("workflow-executor"):
+            failed.append(outcomes[0].step.step_id)
+            raise StoreUnavailable("connection lost")
+        return complete_and_claim(outcomes, request, now)
+
+    rt.store.complete_and_claim = failing_once_on_a_pool_thread  # type: ignore[method-assign]
+    run_id = run_graph(rt, chain(5))
+    workers = rt.start_workers(max_workers=1, burst=True)
+    assert workers.join(timeout=30)
+    assert failed
+    assert Step.objects.filter(run_id=run_id, state="succeeded").count() == 5
+    assert Lease.objects.filter(run_id=run_id).count() == 5  # the failed commit lost and repeated nothing
 
 
 def test_step_claimed_by_a_pool_thread__is_heartbeated_under_a_long_poll_interval(make_runtime):

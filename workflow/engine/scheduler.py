@@ -200,18 +200,12 @@ class Scheduler(ExecutorPool):
                 free = self.capacity - len(self._in_flight)
                 if not outcomes:
                     now = time.monotonic()
-                    timeout = min(max(self._due_at - now, 0.0), self.poll_seconds)
-                    if free <= 0 or self._stopping.is_set():
-                        timeout = min(self.poll_seconds, 0.5)
-                    if self._in_flight:  # heartbeats, cancellation checks and timeouts keep their own time
-                        timeout = min(timeout, max(min(next_beat, next_check) - now, 0.0), self._next_timeout_in())
-                    # Announce the wait, then read the due time again: a pool thread's claim that
-                    # moved it sooner either sees this wait and wakes the loop, or is seen here.
+                    timeout = self._wait_seconds(now, free, min(next_beat, next_check))
+                    # Announce the wait, then work it out again: a pool thread's claim that moved
+                    # the due time sooner (or dispatched steps) either sees this wait and wakes
+                    # the loop, or is seen here.
                     self._loop_wakes_at = now + timeout
-                    if free > 0 and not self._stopping.is_set():
-                        timeout = min(timeout, max(self._due_at - now, 0.0))
-                    if self._in_flight:
-                        timeout = min(timeout, max(min(next_beat, next_check) - now, 0.0), self._next_timeout_in())
+                    timeout = min(timeout, self._wait_seconds(now, free, min(next_beat, next_check)))
                     outcomes.extend(self._collect(timeout))
                 else:
                     outcomes.extend(self._collect(0))
@@ -294,6 +288,16 @@ class Scheduler(ExecutorPool):
                      self.worker_id, self.totals.claimed, self.totals.succeeded, self.totals.retried,
                      self.totals.failed, self.totals.discarded)
         return self.totals
+
+    def _wait_seconds(self, now: float, free: int, upkeep_at: float) -> float:
+        """How long the loop may wait for an outcome: until a claim is due, or the upkeep of
+        what is in flight (heartbeats, cancellation checks, timeouts) is."""
+        timeout = min(max(self._due_at - now, 0.0), self.poll_seconds)
+        if free <= 0 or self._stopping.is_set():
+            timeout = min(self.poll_seconds, 0.5)
+        if self._in_flight:
+            timeout = min(timeout, max(upkeep_at - now, 0.0), self._next_timeout_in())
+        return timeout
 
     @property
     def capacity(self) -> int:
@@ -542,7 +546,8 @@ class Scheduler(ExecutorPool):
                 self._commit_and_claim([outcome], self.capacity)
             except StoreUnavailable as exc:
                 # The loop retries it with its backoff. A lost reply may hide a claim that went through.
-                self._recheck_leases = not isinstance(exc, StoreConflict)
+                if not isinstance(exc, StoreConflict):  # a conflict rolled back: nothing went through
+                    self._recheck_leases = True
                 log.info("commit on the pool thread failed; the loop retries it worker=%s error=%s: %s",
                          self.worker_id, type(exc).__name__, exc)
                 return False
