@@ -169,6 +169,27 @@ def test_hot_path__statements_and_writes_per_chain_hop(runtime):
     assert Event.objects.filter(kind="run_succeeded").count() == 1
 
 
+def test_hot_path__a_capped_hop_that_takes_back_the_slot_it_freed_wakes_no_one(runtime):
+    """A NOTIFY per capped hop woke this worker's own loop into an empty claim, which held the
+    commit lock while the next hop finished: half of a capped chain's hops crossed threads."""
+    store = DjangoStore()
+    store.configure_queues({"capped": QueueConfig(max_workers=1)}, timezone.now())
+    steps = [{"id": f"s{i}", "kind": "noop", "queue": "capped", **({"deps": [f"s{i - 1}"]} if i else {})}
+             for i in range(4)]
+    run_graph(runtime, steps)
+    _, claimed = store.complete_and_claim([], _request(), timezone.now())
+    statements = []
+    for _ in range(2):
+        counter, claimed = _hop(store, claimed.steps[0], limit=1)
+        statements += counter.statements
+    assert len(claimed.steps) == 1 and not any("pg_notify" in sql for sql in statements)
+    # A capped commit that does not take its slot back frees it for the others: those are told.
+    with counting() as counter:
+        store.complete_and_claim([_done(claimed.steps[0])], None, timezone.now())
+    if connection.vendor == "postgresql":
+        assert any("pg_notify" in sql for sql in counter.statements), counter.statements
+
+
 def test_store_cursor__binds_server_side_only_where_the_site_allows_prepared_statements(runtime):
     """The site's ``prepare_threshold`` decides (Django's default, None, keeps PgBouncer working);
     the store works either way."""

@@ -156,12 +156,14 @@ class Wakeups:
     """What one commit transaction must tell idle workers (a NOTIFY, delivered at commit)."""
 
     ready: set[int] = field(default_factory=set)  # steps it made ready
-    slot_freed: bool = False  # a step of a capped queue ended
+    slots_freed: Counter[str] = field(default_factory=Counter)  # capped queue -> its steps that ended
 
     def needed(self, claimed: Iterable[ClaimedStep]) -> bool:
-        """Steps this same transaction claimed need no other worker: waking one for them (in a
-        chain, our own listener) would only cost it an empty claim."""
-        return self.slot_freed or bool(self.ready - {s.pk for s in claimed})
+        """Steps this same transaction claimed need no other worker, nor do slots it took again:
+        waking one for them (in a chain, our own listener) would only cost it an empty claim."""
+        claimed = list(claimed)
+        taken = Counter(s.queue for s in claimed)
+        return any(n > taken[q] for q, n in self.slots_freed.items()) or bool(self.ready - {s.pk for s in claimed})
 
 
 def dedup_waves(outcomes: Sequence[Outcome]) -> list[list[Outcome]]:
@@ -331,7 +333,7 @@ class CommitStore:
         made_ready = len(ready)
         self._insert_events(cursor, events)
         wakeups.ready.update(ready)
-        wakeups.slot_freed = wakeups.slot_freed or any(o.step.queue in self._capped_queues for o in valid)
+        wakeups.slots_freed.update(o.step.queue for o in valid if o.step.queue in self._capped_queues)
         rejected = frozenset(
             o.step.lease.token for o in fenced
             if o.lease_outcome != LeaseOutcome.EXPIRED and o.step.lease.token not in already
