@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -186,6 +187,21 @@ def test_hot_path__a_capped_hop_that_takes_back_the_slot_it_freed_wakes_no_one(r
     # A capped commit that does not take its slot back frees it for the others: those are told.
     with counting() as counter:
         store.complete_and_claim([_done(claimed.steps[0])], None, timezone.now())
+    if connection.vendor == "postgresql":
+        assert any("pg_notify" in sql for sql in counter.statements), counter.statements
+
+
+def test_hot_path__a_slot_freed_in_one_capped_queue_is_told_though_the_claim_took_another(runtime):
+    """Two capped queues: taking a slot of queue b does not hand on the slot queue a freed."""
+    store = DjangoStore()
+    store.configure_queues({"a": QueueConfig(max_workers=1), "b": QueueConfig(max_workers=1)}, timezone.now())
+    run_graph(runtime, [{"id": "a0", "kind": "noop", "queue": "a"}, {"id": "a1", "kind": "noop", "queue": "a"},
+                        {"id": "b0", "kind": "noop", "queue": "b"}])
+    _, claimed = store.complete_and_claim([], replace(_request(), queues=("a",)), timezone.now())
+    with counting() as counter:
+        _, taken = store.complete_and_claim([_done(claimed.steps[0])], replace(_request(), queues=("b",)),
+                                            timezone.now())
+    assert [s.step_id for s in taken.steps] == ["b0"]
     if connection.vendor == "postgresql":
         assert any("pg_notify" in sql for sql in counter.statements), counter.statements
 

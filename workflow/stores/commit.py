@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -158,12 +158,15 @@ class Wakeups:
     ready: set[int] = field(default_factory=set)  # steps it made ready
     slots_freed: Counter[str] = field(default_factory=Counter)  # capped queue -> its steps that ended
 
-    def needed(self, claimed: Iterable[ClaimedStep]) -> bool:
+    def needed(self, claimed: Sequence[ClaimedStep]) -> bool:
         """Steps this same transaction claimed need no other worker, nor do slots it took again:
         waking one for them (in a chain, our own listener) would only cost it an empty claim."""
-        claimed = list(claimed)
+        if self.ready - {s.pk for s in claimed}:
+            return True
+        if not self.slots_freed:  # no capped queue in this commit: the usual case
+            return False
         taken = Counter(s.queue for s in claimed)
-        return any(n > taken[q] for q, n in self.slots_freed.items()) or bool(self.ready - {s.pk for s in claimed})
+        return any(n > taken[q] for q, n in self.slots_freed.items())
 
 
 def dedup_waves(outcomes: Sequence[Outcome]) -> list[list[Outcome]]:
